@@ -1,0 +1,169 @@
+"""Every experiment setting, defined once: the dataclass, its flags, its checks.
+
+`ExperimentConfig` is what the process builder, the loop and the results
+layout consume; the absl flags of every binary are generated from its fields
+(so a flag and its default cannot drift apart), and `validate` turns bad
+values into one-line UsageErrors naming the flag and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+from absl import flags
+
+from experiments.errors import UsageError
+from tasks.task import TaskConfig
+
+ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "centralized")
+SERVER_OPTIMIZERS = ("sgd", "sgdm", "adam", "yogi", "adagrad")
+MODELS = ("cnn_dropout", "cnn", "2nn", "logistic")
+
+
+def _f(default, help_text: str, choices: tuple[str, ...] | None = None):
+    return dataclasses.field(
+        default=default, metadata={"help": help_text, "choices": choices}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment's full configuration (flag name = field name)."""
+
+    # Task and data.
+    task: str = _f("emnist_character", "Task name from tasks.registry.")
+    model: str = _f("cnn_dropout", "Model architecture for the task.", MODELS)
+    only_digits: bool = _f(False, "EMNIST: 10 digit classes instead of 62.")
+    data_dir: str = _f(
+        "", "Folder with TFF's dataset files (default: $TFF_DATA_DIR, else ~/.tff)."
+    )
+    client_epochs_per_round: int = _f(1, "Local epochs per round on each client.")
+    client_batch_size: int = _f(20, "Client minibatch size.")
+    max_elements_per_client: int = _f(
+        0, "Use at most this many examples per client (0: all)."
+    )
+    # Algorithm.
+    algorithm: str = _f("fedavg", "Learning algorithm.", ALGORITHMS)
+    proximal_strength: float = _f(0.01, "FedProx proximal term strength mu.")
+    client_learning_rate: float = _f(0.1, "Client SGD learning rate.")
+    server_optimizer: str = _f("sgd", "Server optimizer (FedOpt).", SERVER_OPTIMIZERS)
+    server_learning_rate: float = _f(1.0, "Server learning rate.")
+    server_sgd_momentum: float = _f(0.9, "Momentum for --server_optimizer=sgdm.")
+    server_beta_1: float = _f(0.9, "First-moment decay for adam / yogi.")
+    server_beta_2: float = _f(0.999, "Second-moment decay for adam / yogi.")
+    server_epsilon: float = _f(1e-3, "Adaptivity epsilon (tau) for adam / yogi / adagrad.")
+    server_initial_accumulator_value: float = _f(
+        0.0, "Initial preconditioner value for yogi / adagrad."
+    )
+    # Schedule.
+    total_rounds: int = _f(100, "Number of federated rounds.")
+    clients_per_round: int = _f(10, "Clients sampled per round (uniform, no replacement).")
+    seed: int = _f(0, "Seed for model init, client sampling and client shuffling.")
+    rounds_per_eval: int = _f(10, "Evaluate every this many rounds (and at the end).")
+    rounds_per_checkpoint: int = _f(5, "Checkpoint every this many rounds (and at the end).")
+    eval_batch_size: int = _f(500, "Batch size for evaluation passes.")
+    # Output.
+    root_output_dir: str = _f("results", "Root folder of all experiment folders.")
+    experiment_name: str = _f(
+        "", "Experiment folder name (default: built from task, algorithm and seed)."
+    )
+    overwrite: bool = _f(
+        False, "Replace an existing experiment of this name that has another config."
+    )
+    progress: bool = _f(True, "Show a progress bar on a terminal.")
+
+    def task_config(self) -> TaskConfig:
+        """The data-side settings, as the task registry takes them."""
+        return TaskConfig(
+            data_dir=self.data_dir or None,
+            model=self.model,
+            only_digits=self.only_digits,
+            client_epochs_per_round=self.client_epochs_per_round,
+            client_batch_size=self.client_batch_size,
+            max_elements_per_client=self.max_elements_per_client or None,
+            eval_batch_size=self.eval_batch_size,
+        )
+
+    def name(self) -> str:
+        """The experiment folder name."""
+        return self.experiment_name or f"{self.task}_{self.algorithm}_seed{self.seed}"
+
+    def as_dict(self) -> dict:
+        """All settings as plain JSON-able values."""
+        return dataclasses.asdict(self)
+
+
+# Settings that may change between a run and its resumption: they do not
+# alter the trajectory of rounds already written.
+RESUMABLE_FIELDS = frozenset(
+    {"total_rounds", "overwrite", "progress", "data_dir", "root_output_dir",
+     "rounds_per_checkpoint"}
+)
+
+
+def define_flags() -> None:
+    """Registers one absl flag per ExperimentConfig field (idempotent)."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    for field in dataclasses.fields(ExperimentConfig):
+        if field.name in flags.FLAGS:
+            continue
+        kind, meta = hints[field.name], field.metadata
+        if meta["choices"]:
+            flags.DEFINE_enum(field.name, field.default, meta["choices"], meta["help"])
+        elif kind is bool:
+            flags.DEFINE_bool(field.name, field.default, meta["help"])
+        elif kind is int:
+            flags.DEFINE_integer(field.name, field.default, meta["help"])
+        elif kind is float:
+            flags.DEFINE_float(field.name, field.default, meta["help"])
+        else:
+            flags.DEFINE_string(field.name, field.default, meta["help"])
+
+
+def from_flags() -> ExperimentConfig:
+    """The config the parsed flags describe, validated."""
+    values = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(ExperimentConfig)}
+    config = ExperimentConfig(**values)
+    validate(config)
+    return config
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Raises a UsageError naming the first bad flag and what would be valid."""
+    for name in ("total_rounds", "clients_per_round", "client_batch_size",
+                 "client_epochs_per_round", "rounds_per_eval",
+                 "rounds_per_checkpoint", "eval_batch_size"):
+        value = getattr(config, name)
+        _require(value >= 1, f"--{name}={value} must be a positive integer")
+    _require(config.max_elements_per_client >= 0,
+             f"--max_elements_per_client={config.max_elements_per_client} must be "
+             f">= 0 (0 means all)")
+    for name in ("client_learning_rate", "server_learning_rate"):
+        value = getattr(config, name)
+        _require(math.isfinite(value) and value > 0,
+                 f"--{name}={value} must be a finite number > 0")
+    _require(0 <= config.server_sgd_momentum < 1,
+             f"--server_sgd_momentum={config.server_sgd_momentum} must be in [0, 1)")
+    for name in ("server_beta_1", "server_beta_2"):
+        value = getattr(config, name)
+        _require(0 <= value < 1, f"--{name}={value} must be in [0, 1)")
+    _require(config.server_epsilon > 0,
+             f"--server_epsilon={config.server_epsilon} must be > 0")
+    _require(config.server_initial_accumulator_value >= 0,
+             f"--server_initial_accumulator_value="
+             f"{config.server_initial_accumulator_value} must be >= 0")
+    _require(config.proximal_strength >= 0,
+             f"--proximal_strength={config.proximal_strength} must be >= 0")
+    _require(config.algorithm == "fedprox" or config.proximal_strength ==
+             ExperimentConfig.proximal_strength,
+             "--proximal_strength only applies to --algorithm=fedprox")
+    name = config.name()
+    _require(name not in (".", "..") and "/" not in name and name.strip() == name,
+             f"--experiment_name={name!r} must be a plain folder name (no '/')")

@@ -1,0 +1,161 @@
+"""Owns TFF's C++ worker process for the lifetime of one program.
+
+TFF 0.87 runs every computation in a child `worker_binary` that it starts
+lazily and never reliably stops; the orphan keeps stdout open and hangs
+pipes and CI. Here we start the worker ourselves, tie it to our process
+(PR_SET_PDEATHSIG, so even SIGKILL of the parent takes it down) and stop it
+on normal exit, on exceptions, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from experiments.errors import UsageError
+
+_PR_SET_PDEATHSIG = 1
+_READY_TIMEOUT_SECONDS = 120.0
+_GRPC_OPTIONS = [
+    ("grpc.max_message_length", 2 * 1000 * 1000 * 1000),
+    ("grpc.max_receive_message_length", 2 * 1000 * 1000 * 1000),
+    ("grpc.max_send_message_length", 2 * 1000 * 1000 * 1000),
+]
+
+_worker: subprocess.Popen | None = None
+
+
+def worker_binary_path() -> str:
+    """Path of the worker binary shipped inside the installed TFF package."""
+    import tensorflow_federated
+
+    root = os.path.dirname(tensorflow_federated.__file__)
+    return os.path.join(root, "data", "worker_binary")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGKILL it when we die."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgid(0, 0)  # its own group: a terminal's Ctrl-C goes to us, not it
+
+
+def _start_worker(max_concurrent_calls: int) -> tuple[subprocess.Popen, int]:
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    process = subprocess.Popen(
+        [
+            worker_binary_path(),
+            f"--port={port}",
+            f"--max_concurrent_computation_calls={max_concurrent_calls}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=sys.stderr.fileno(),  # keep our stdout clean for results
+        stderr=sys.stderr.fileno(),
+        preexec_fn=_die_with_parent,
+        env=env,
+    )
+    return process, port
+
+
+def stop_worker() -> None:
+    """Stops the worker if one is running; safe to call any number of times."""
+    global _worker
+    process, _worker = _worker, None
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def worker_pid() -> int | None:
+    """Pid of the running worker, for tests and diagnostics."""
+    return None if _worker is None else _worker.pid
+
+
+def start(max_concurrent_calls: int = -1) -> None:
+    """Starts one worker and makes it TFF's default execution context."""
+    global _worker
+    if _worker is not None and _worker.poll() is None:
+        return
+    import grpc
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import (
+        tensorflow_computation,
+    )
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+    from tensorflow_federated.python.core.impl.execution_contexts import (
+        sync_execution_context,
+    )
+    from tensorflow_federated.python.core.impl.executor_stacks import (
+        python_executor_stacks,
+    )
+    from tensorflow_federated.python.core.impl.executors import (
+        remote_executor,
+        remote_executor_grpc_stub,
+    )
+    from tensorflow_federated.python.core.impl.types import placements
+
+    _worker, port = _start_worker(max_concurrent_calls)
+    atexit.register(stop_worker)
+    channel = grpc.insecure_channel(f"localhost:{port}", _GRPC_OPTIONS)
+    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+    deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
+    while not stub.is_ready:
+        if _worker.poll() is not None:
+            raise UsageError(
+                f"TFF worker {worker_binary_path()} exited with code "
+                f"{_worker.returncode} at start-up; reinstall with ./run.sh"
+            )
+        if time.monotonic() > deadline:
+            stop_worker()
+            raise UsageError("TFF worker did not become ready within 120 s")
+        time.sleep(0.05)
+
+    def stack_fn(cardinalities):
+        cardinalities.setdefault(placements.CLIENTS, 0)
+        executor = remote_executor.RemoteExecutor(stub)
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    context = sync_execution_context.SyncExecutionContext(
+        executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(stack_fn),
+        compiler_fn=compiler.desugar_and_transform_to_native,
+        transform_args=tensorflow_computation.transform_args,
+        transform_result=tensorflow_computation.transform_result,
+    )
+    context_stack_impl.context_stack.set_default_context(context)
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def session(max_concurrent_calls: int = -1) -> Iterator[None]:
+    """Runs the body with a live worker; the worker is gone on every way out.
+
+    SIGTERM is turned into SystemExit so that `finally` blocks (checkpoint
+    writes, the worker's stop) run just as they do for Ctrl-C.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        start(max_concurrent_calls)
+        yield
+    finally:
+        stop_worker()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,76 @@
+"""What every federated task provides to the training loop and to evaluation.
+
+A task bundles client data (train and test splits), per-client preprocessing,
+the Keras model and its loss, and the trivial baseline a result must beat.
+New tasks are one module in `tasks/` plus one line in `tasks.registry`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+
+SHUFFLE_BUFFER = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Task-level settings shared by all tasks (the data side of the flags)."""
+
+    data_dir: str | None = None
+    model: str = "cnn_dropout"
+    only_digits: bool = False
+    client_epochs_per_round: int = 1
+    client_batch_size: int = 20
+    max_elements_per_client: int | None = None
+    eval_batch_size: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A federated learning task.
+
+    `to_batches(dataset, batch_size)` turns raw examples into (x, y) batches;
+    every pipeline (client training, centralised training, evaluation) goes
+    through it. `build_model(seed)` returns an uncompiled Keras model whose
+    outputs are logits. `naive_predictor(train_labels)` is the trivial model
+    a result must beat (e.g. the majority class).
+    """
+
+    name: str
+    config: TaskConfig
+    train_data: tff.simulation.datasets.ClientData
+    test_data: tff.simulation.datasets.ClientData
+    build_model: Callable[[int], tf.keras.Model]
+    to_batches: Callable[[tf.data.Dataset, int], tf.data.Dataset]
+    naive_predictor: Callable[[np.ndarray], int]
+    description: str = ""
+
+    def preprocess_train(self, dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+        """One client's training batches: capped, seeded shuffle, epochs, batched."""
+        if self.config.max_elements_per_client:
+            dataset = dataset.take(self.config.max_elements_per_client)
+        dataset = dataset.shuffle(
+            SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True
+        ).repeat(self.config.client_epochs_per_round)
+        return self.to_batches(dataset, self.config.client_batch_size)
+
+    def loss(self) -> tf.keras.losses.Loss:
+        """The training loss: cross-entropy on the model's logits."""
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self) -> list[tf.keras.metrics.Metric]:
+        """Metrics reported during federated training."""
+        return [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def input_spec(self):
+        """Element spec of one training batch, as TFF's model wrapper wants it."""
+        example = self.train_data.create_tf_dataset_for_client(
+            self.train_data.client_ids[0]
+        )
+        return self.preprocess_train(example, 0).element_spec
