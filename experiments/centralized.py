@@ -18,12 +18,8 @@ from tasks.task import SHUFFLE_BUFFER, Task
 
 
 def _mean_client_examples(task: Task, cap: int | None) -> float:
-    sizes = []
-    for client_id in task.train_data.client_ids:
-        n = int(task.train_data.create_tf_dataset_for_client(client_id).reduce(
-            0, lambda count, _: count + 1))
-        sizes.append(min(n, cap) if cap else n)
-    return float(np.mean(sizes))
+    sizes = [task.train_data.num_examples(c) for c in task.train_data.client_ids]
+    return float(np.mean([min(n, cap) if cap else n for n in sizes]))
 
 
 class CentralizedTrainer:
@@ -46,7 +42,7 @@ class CentralizedTrainer:
             logits = self._model(x, training=True)
             loss = self._loss(y, logits)
         grads = tape.gradient(loss, self._model.trainable_variables)
-        self._optimizer.apply_gradients(zip(grads, self._model.trainable_variables))
+        self._optimizer.apply_gradients(zip(grads, self._model.trainable_variables, strict=True))
         self._accuracy.update_state(y, logits)
         return loss, tf.shape(y)[0]
 

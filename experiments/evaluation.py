@@ -23,17 +23,11 @@ EVAL_COLUMNS = (
 )
 
 
-def _collect(task: Task, client_data, client_ids, batch_size: int
+def _collect(task: Task, batch_size: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xs, ys, owners = [], [], []
-    for index, client_id in enumerate(client_ids):
-        dataset = task.to_batches(client_data.create_tf_dataset_for_client(client_id),
-                                  batch_size)
-        for x, y in dataset.as_numpy_iterator():
-            xs.append(x)
-            ys.append(y)
-            owners.append(np.full(len(y), index, dtype=np.int32))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
+    pooled, owners = task.test_data.pooled_in_client_order()
+    xs, ys = zip(*task.to_batches(pooled, batch_size).as_numpy_iterator(), strict=True)
+    return np.concatenate(xs), np.concatenate(ys), owners
 
 
 def train_labels(task: Task, batch_size: int = 4096) -> np.ndarray:
@@ -49,8 +43,7 @@ class Evaluator:
     def __init__(self, task: Task, seed: int):
         batch = task.config.eval_batch_size
         self._batch = batch
-        self._x, self._y, self._owner = _collect(
-            task, task.test_data, task.test_data.client_ids, batch)
+        self._x, self._y, self._owner = _collect(task, batch)
         self._num_clients = len(task.test_data.client_ids)
         self._model = task.build_model(seed)
         self._loss = tf.keras.losses.SparseCategoricalCrossentropy(

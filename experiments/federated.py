@@ -85,6 +85,6 @@ class FederatedTrainer:
         template = self._process.initialize()
         flat = tf.nest.flatten(template)
         if len(flat) != len(arrays) or any(
-                np.shape(a) != np.shape(b) for a, b in zip(flat, arrays)):
+                np.shape(a) != np.shape(b) for a, b in zip(flat, arrays, strict=True)):
             raise UsageError("checkpoint does not match this model; use --overwrite")
         return tf.nest.pack_sequence_as(template, arrays)

@@ -137,7 +137,7 @@ class Experiment:
                     f"another --experiment_name, or pass --overwrite to set it aside"
                 )
             if differ:
-                stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+                stamp = datetime.datetime.now(datetime.UTC).strftime(
                     "%Y%m%dT%H%M%SZ")
                 backup = f"{path}.replaced-{stamp}"
                 os.replace(path, backup)
@@ -156,7 +156,7 @@ class Experiment:
         if not os.access(self.path, os.W_OK):
             raise UsageError(f"--root_output_dir: {self.path} is not writable")
         hparams_path = os.path.join(self.path, HPARAMS)
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        now = datetime.datetime.now(datetime.UTC).isoformat()
         if os.path.exists(hparams_path):
             hparams = read_json(hparams_path)
             hparams.setdefault("resumed_at", []).append(now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import config as config_lib
 from experiments import errors
@@ -52,6 +52,8 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
 
 
 def main(argv: list[str]) -> None:
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise to users
     if len(argv) > 1:
         print(f"train: error: unexpected arguments {argv[1:]}; flags look like "
               f"--name=value", file=sys.stderr)

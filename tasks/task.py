@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
+from tasks.sql_client_data import InMemoryClientData
 
 SHUFFLE_BUFFER = 10_000
 
@@ -44,8 +44,8 @@ class Task:
 
     name: str
     config: TaskConfig
-    train_data: tff.simulation.datasets.ClientData
-    test_data: tff.simulation.datasets.ClientData
+    train_data: InMemoryClientData
+    test_data: InMemoryClientData
     build_model: Callable[[int], tf.keras.Model]
     to_batches: Callable[[tf.data.Dataset, int], tf.data.Dataset]
     naive_predictor: Callable[[np.ndarray], int]

@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: tiny EMNIST files and the real FEMNIST-300 data."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+
+import pytest
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+CACHE = os.path.join(ROOT, ".cache", "tff_data")
+
+
+@pytest.fixture(scope="session")
+def emnist_dir(tmp_path_factory) -> str:
+    """A folder holding a tiny emnist_all.sqlite in TFF's layout (6 clients)."""
+    from tasks import emnist_fixture
+
+    folder = str(tmp_path_factory.mktemp("emnist"))
+    emnist_fixture.write(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def femnist300_dir() -> str:
+    """The real FEMNIST-300 data, unpacked from ../shared/data into .cache/."""
+    target = os.path.join(CACHE, "emnist_all.sqlite")
+    source = os.path.join(SHARED_DATA, "emnist_all.sqlite.xz")
+    if not os.path.exists(target):
+        if not os.path.exists(source):
+            pytest.skip(f"real data not found: {source}")
+        os.makedirs(CACHE, exist_ok=True)
+        with lzma.open(source) as src, open(target + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 22)
+        os.replace(target + ".tmp", target)
+    return CACHE

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One entry point: sets up .venv on first use, then runs a project command.
+#   ./run.sh demo            a real FedAvg experiment on EMNIST (the main job)
+#   ./run.sh test [--slow]   the test suite (--slow adds the long real-data runs)
+#   ./run.sh train FLAGS     experiments/train.py with absl flags
+#   ./run.sh lint            ruff over the project
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PYTHON_BIN=${PYTHON:-python3.11}
+SHARED_DATA="$ROOT/../shared/data"
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+die() { echo "run.sh: error: $*" >&2; exit 2; }
+
+setup() {
+  command -v "$PYTHON_BIN" >/dev/null 2>&1 || die "$PYTHON_BIN not found; \
+TensorFlow Federated 0.87 needs Python 3.11 (e.g. 'apt-get install python3.11 python3.11-venv', \
+or 'pyenv install 3.11'), or set PYTHON=/path/to/python3.11"
+  local version
+  version=$("$PYTHON_BIN" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [ "$version" = "3.11" ] || die "$PYTHON_BIN is Python $version; TFF 0.87 needs Python 3.11"
+  local stamp
+  stamp=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
+  if [ -f "$VENV/.installed" ] && [ "$(cat "$VENV/.installed")" = "$stamp" ]; then
+    return
+  fi
+  echo "run.sh: installing the pinned stack into .venv (first run only, a few minutes)" >&2
+  [ -x "$VENV/bin/python" ] || "$PYTHON_BIN" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    -r requirements-nodeps.txt
+  echo "$stamp" > "$VENV/.installed"
+}
+
+# Offline machines with the project's shared data beside the checkout: unpack
+# FEMNIST-300 into .cache/tff_data and use it, unless the user chose data.
+use_shared_emnist() {
+  [ -n "${TFF_DATA_DIR:-}" ] && return
+  [ -f "$HOME/.tff/emnist_all.sqlite" ] && return
+  [ -f "$SHARED_DATA/emnist_all.sqlite.xz" ] || return 0
+  local dir="$ROOT/.cache/tff_data"
+  if [ ! -f "$dir/emnist_all.sqlite" ]; then
+    mkdir -p "$dir"
+    echo "run.sh: unpacking FEMNIST-300 (300 real writers) into $dir" >&2
+    xz -dc "$SHARED_DATA/emnist_all.sqlite.xz" > "$dir/emnist_all.sqlite.tmp"
+    mv "$dir/emnist_all.sqlite.tmp" "$dir/emnist_all.sqlite"
+  fi
+  export TFF_DATA_DIR="$dir"
+  echo "run.sh: using FEMNIST-300 from ../shared/data (report it as FEMNIST-300)" >&2
+}
+
+cmd=${1:-help}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  demo)
+    setup
+    use_shared_emnist
+    exec "$VENV/bin/python" -m experiments.train \
+      --flagfile=configs/emnist_fedavg_demo.cfg "$@"
+    ;;
+  test)
+    setup
+    args=()
+    for a in "$@"; do
+      if [ "$a" = "--slow" ]; then args+=(-m "slow or not slow"); else args+=("$a"); fi
+    done
+    exec "$VENV/bin/python" -m pytest ${args[@]+"${args[@]}"}
+    ;;
+  train)
+    setup
+    exec "$VENV/bin/python" -m experiments.train "$@"
+    ;;
+  lint)
+    setup
+    exec "$VENV/bin/ruff" check .
+    ;;
+  setup)
+    setup
+    ;;
+  help|-h|--help)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+  *)
+    die "unknown command '$cmd'; valid: demo, test, train, lint, setup, help"
+    ;;
+esac
