@@ -1,7 +1,8 @@
 """The one results layout that training, sweeps and analysis share.
 
     <root_output_dir>/<experiment_name>/
-        hparams.json      every setting, package versions, git commit, start time
+        hparams.json      every setting, the data used, package versions, git
+                          commit, start time
         metrics.csv       one row per round; eval columns filled on eval rounds
         summary.json      written only when the run completes (its final row)
         events/           TensorBoard scalars
@@ -115,8 +116,8 @@ class Experiment:
     # ----- opening -----------------------------------------------------------
     @classmethod
     def open(cls, root: str, name: str, config: dict, columns: Sequence[str],
-             overwrite: bool = False, resumable: frozenset[str] = frozenset()
-             ) -> Experiment:
+             overwrite: bool = False, resumable: frozenset[str] = frozenset(),
+             data: dict | None = None) -> Experiment:
         """Creates the folder, or reopens it for resumption if the config matches.
 
         A different configuration under an existing name is refused unless
@@ -143,10 +144,10 @@ class Experiment:
                 os.replace(path, backup)
                 print(f"Moved the old experiment to {backup}", file=sys.stderr)
         experiment = cls(path, columns)
-        experiment._create_or_resume(config)
+        experiment._create_or_resume(config, data or {})
         return experiment
 
-    def _create_or_resume(self, config: dict) -> None:
+    def _create_or_resume(self, config: dict, data: dict) -> None:
         try:
             os.makedirs(os.path.join(self.path, CHECKPOINTS), exist_ok=True)
         except OSError as e:
@@ -162,7 +163,7 @@ class Experiment:
             hparams.setdefault("resumed_at", []).append(now)
             hparams["config"] = config
         else:
-            hparams = {"config": config, "versions": package_versions(),
+            hparams = {"config": config, "data": data, "versions": package_versions(),
                        "git_commit": git_commit(), "start_time": now,
                        "command": sys.argv}
         write_json(hparams_path, hparams)

@@ -43,7 +43,8 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
         trainer = trainer_cls(config, task)
         experiment = results.Experiment.open(
             config.root_output_dir, config.name(), config.as_dict(), loop.COLUMNS,
-            overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS)
+            overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
+            data=task.data_summary())
         evaluator = Evaluator(task, config.seed)
         final = loop.run(trainer, evaluator, experiment, config.total_rounds,
                          config.rounds_per_eval, config.rounds_per_checkpoint,

@@ -70,5 +70,6 @@ def build_task(config: TaskConfig) -> Task:
         build_model=lambda seed: model_builder(num_classes, seed),
         to_batches=_to_batches,
         naive_predictor=_majority_class,
+        data_file=path,
         description=f"EMNIST-{num_classes} character recognition, {config.model}",
     )

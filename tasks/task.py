@@ -49,7 +49,19 @@ class Task:
     build_model: Callable[[int], tf.keras.Model]
     to_batches: Callable[[tf.data.Dataset, int], tf.data.Dataset]
     naive_predictor: Callable[[np.ndarray], int]
+    data_file: str = ""
     description: str = ""
+
+    def data_summary(self) -> dict:
+        """Which data a run used, for hparams.json (file, clients, examples)."""
+        def examples(data: InMemoryClientData) -> int:
+            return sum(data.num_examples(c) for c in data.client_ids)
+
+        return {"file": self.data_file, "description": self.description,
+                "train_clients": len(self.train_data.client_ids),
+                "test_clients": len(self.test_data.client_ids),
+                "train_examples": examples(self.train_data),
+                "test_examples": examples(self.test_data)}
 
     def preprocess_train(self, dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         """One client's training batches: capped, seeded shuffle, epochs, batched."""
