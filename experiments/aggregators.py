@@ -2,14 +2,94 @@
 
 Each mechanism is one factory here plus its flags in `experiments.config`.
 With none selected, TFF's default (a plain, possibly weighted, mean) is used.
+DP mechanisms (`--dp`) sit on the unweighted mean, as user-level DP needs:
+with example weighting one client's influence would not be bounded by the clip.
 """
 
 from __future__ import annotations
 
+import tensorflow as tf
+import tensorflow_federated as tff
+
 from experiments.config import ExperimentConfig
+from experiments.errors import UsageError
 
 
-def build(config: ExperimentConfig):
-    """The aggregation factory for the config, or None for TFF's default mean."""
-    del config
-    return None
+def _local_privatizer(value_type, clip: float, stddev: float):
+    @tff.tensorflow.computation(value_type)
+    def privatize(value):
+        flat = tf.nest.flatten(value)
+        clipped, _ = tf.clip_by_global_norm(flat, clip)
+        noised = [c + tf.random.normal(tf.shape(c), stddev=stddev, dtype=c.dtype)
+                  for c in clipped]
+        return tf.nest.pack_sequence_as(value, noised)
+
+    return privatize
+
+
+class LocalGaussianFactory(tff.aggregators.UnweightedAggregationFactory):
+    """Local DP: each client clips its update to `clip` and adds N(0, (z*clip)^2)
+    to every coordinate before it leaves the client; the server averages what
+    arrives and never sees an un-noised update."""
+
+    def __init__(self, clip: float, noise_multiplier: float):
+        self._clip = clip
+        self._stddev = noise_multiplier * clip
+
+    def create(self, value_type) -> tff.templates.AggregationProcess:
+        privatize = _local_privatizer(value_type, self._clip, self._stddev)
+
+        @tff.federated_computation()
+        def init_fn():
+            return tff.federated_value((), tff.SERVER)
+
+        @tff.federated_computation(init_fn.type_signature.result,
+                                   tff.FederatedType(value_type, tff.CLIENTS))
+        def next_fn(state, value):
+            noised = tff.federated_map(privatize, value)
+            return tff.templates.MeasuredProcessOutput(
+                state=state, result=tff.federated_mean(noised),
+                measurements=tff.federated_value((), tff.SERVER))
+
+        return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def _adaptive(config: ExperimentConfig):
+    try:
+        return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+            noise_multiplier=config.noise_multiplier,
+            clients_per_round=config.clients_per_round,
+            initial_l2_norm_clip=config.initial_clip,
+            target_unclipped_quantile=config.target_unclipped_quantile,
+            learning_rate=config.adaptive_clip_learning_rate,
+            clipped_count_stddev=config.clipped_count_stddev or None)
+    except ValueError:
+        stddev = config.clipped_count_stddev or 0.05 * config.clients_per_round
+        raise UsageError(
+            f"--dp=adaptive: --noise_multiplier={config.noise_multiplier} must exceed "
+            f"1 / (2 * clipped-count stddev {stddev:g}) = {1 / (2 * stddev):g} for "
+            f"{config.clients_per_round} clients per round; raise --noise_multiplier "
+            f"or --clipped_count_stddev (default 0.05 * --clients_per_round)") from None
+
+
+def build(config: ExperimentConfig, weight_specs=None):
+    """The aggregation factory for the config, or None for TFF's default mean.
+
+    `weight_specs` (TensorSpecs of the trainable weights) is needed by `tree`.
+    """
+    dp = tff.aggregators.DifferentiallyPrivateFactory
+    if config.dp == "none":
+        return None
+    if config.dp == "fixed":
+        return dp.gaussian_fixed(noise_multiplier=config.noise_multiplier,
+                                 clients_per_round=config.clients_per_round,
+                                 clip=config.clip)
+    if config.dp == "adaptive":
+        return _adaptive(config)
+    if config.dp == "tree":
+        return dp.tree_aggregation(noise_multiplier=config.noise_multiplier,
+                                   clients_per_round=config.clients_per_round,
+                                   l2_norm_clip=config.clip, record_specs=weight_specs)
+    if config.dp == "local":
+        return LocalGaussianFactory(config.clip, config.noise_multiplier)
+    raise ValueError(f"unknown --dp={config.dp}")

@@ -20,6 +20,8 @@ from tasks.task import TaskConfig
 ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "centralized")
 SERVER_OPTIMIZERS = ("sgd", "sgdm", "adam", "yogi", "adagrad")
 MODELS = ("cnn_dropout", "cnn", "2nn", "logistic")
+DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local")
+CLIENT_SAMPLINGS = ("uniform", "poisson", "cyclic")
 
 
 def _f(default, help_text: str, choices: tuple[str, ...] | None = None):
@@ -57,6 +59,24 @@ class ExperimentConfig:
     server_initial_accumulator_value: float = _f(
         0.0, "Initial preconditioner value for yogi / adagrad."
     )
+    # User-level differential privacy (on --algorithm=fedavg_unweighted).
+    dp: str = _f("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
+                 "clip (Andrew et al. 2021), tree (DP-FTRL), local.", DP_MECHANISMS)
+    noise_multiplier: float = _f(0.0, "Gaussian noise std as a multiple of the clip.")
+    clip: float = _f(1.0, "L2 clip of each client update (fixed, tree, local).")
+    initial_clip: float = _f(0.1, "Adaptive clipping: initial clip.")
+    target_unclipped_quantile: float = _f(0.5, "Adaptive clipping: target quantile.")
+    adaptive_clip_learning_rate: float = _f(0.2, "Adaptive clipping: learning rate.")
+    clipped_count_stddev: float = _f(
+        0.0, "Adaptive clipping: noise on the clipped count (0: 0.05 * clients_per_round).")
+    client_sampling: str = _f(
+        "uniform", "uniform: K clients without replacement; poisson: each client with "
+        "probability K/N; cyclic: a fixed permutation in passes (for tree).",
+        CLIENT_SAMPLINGS)
+    delta: float = _f(0.0, "DP delta (0: 1 / population^1.1).")
+    target_epsilon: float = _f(
+        0.0, "If > 0, use the smallest --noise_multiplier reaching this epsilon "
+        "after --total_rounds.")
     # Schedule.
     total_rounds: int = _f(100, "Number of federated rounds.")
     clients_per_round: int = _f(10, "Clients sampled per round (uniform, no replacement).")
@@ -164,6 +184,41 @@ def validate(config: ExperimentConfig) -> None:
     _require(config.algorithm == "fedprox" or config.proximal_strength ==
              ExperimentConfig.proximal_strength,
              "--proximal_strength only applies to --algorithm=fedprox")
+    _validate_dp(config)
     name = config.name()
     _require(name not in (".", "..") and "/" not in name and name.strip() == name,
              f"--experiment_name={name!r} must be a plain folder name (no '/')")
+
+
+def _validate_dp(config: ExperimentConfig) -> None:
+    if config.dp == "none":
+        for name in ("noise_multiplier", "target_epsilon"):
+            _require(getattr(config, name) == 0,
+                     f"--{name} needs a DP mechanism: set --dp=fixed|adaptive|tree|local")
+        _require(config.client_sampling != "cyclic",
+                 "--client_sampling=cyclic goes with --dp=tree")
+        return
+    _require(config.algorithm == "fedavg_unweighted",
+             f"--dp={config.dp} needs --algorithm=fedavg_unweighted (got "
+             f"{config.algorithm}): with example weighting one client's influence is "
+             f"not bounded by the clip")
+    _require(math.isfinite(config.noise_multiplier) and config.noise_multiplier >= 0,
+             f"--noise_multiplier={config.noise_multiplier} must be a finite number >= 0")
+    _require(config.clip > 0, f"--clip={config.clip} must be > 0")
+    _require(config.initial_clip > 0, f"--initial_clip={config.initial_clip} must be > 0")
+    _require(0 < config.target_unclipped_quantile < 1,
+             f"--target_unclipped_quantile={config.target_unclipped_quantile} must be "
+             f"in (0, 1)")
+    _require(config.adaptive_clip_learning_rate >= 0,
+             f"--adaptive_clip_learning_rate={config.adaptive_clip_learning_rate} "
+             f"must be >= 0")
+    _require(config.clipped_count_stddev >= 0,
+             f"--clipped_count_stddev={config.clipped_count_stddev} must be >= 0")
+    _require(0 <= config.delta < 1, f"--delta={config.delta} must be in (0, 1)")
+    _require(config.target_epsilon >= 0 and math.isfinite(config.target_epsilon),
+             f"--target_epsilon={config.target_epsilon} must be a finite number > 0")
+    _require(config.target_epsilon == 0 or config.noise_multiplier == 0,
+             "--target_epsilon and --noise_multiplier are alternatives; give one")
+    _require((config.dp == "tree") == (config.client_sampling == "cyclic"),
+             "--dp=tree needs --client_sampling=cyclic (each client at most once per "
+             "pass, as tree accounting assumes), and cyclic goes with tree only")

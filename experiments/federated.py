@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments import communication, process, sampling
+from experiments import communication, privacy, process, sampling
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 from tasks.task import Task
@@ -26,6 +26,22 @@ def _train_metrics(metrics) -> dict:
     }
 
 
+def _dp_measurements(metrics) -> dict:
+    """The adaptive clip in force, when the DP aggregator reports one."""
+    found = {}
+
+    def visit(node) -> None:
+        if hasattr(node, "items"):
+            for key, value in node.items():
+                if key == "dp_clip" or key == "clip":
+                    found["dp_clip"] = float(value)
+                else:
+                    visit(value)
+
+    visit(metrics.get("aggregator", {}))
+    return found
+
+
 class FederatedTrainer:
     """Drives a TFF learning process round by round."""
 
@@ -38,6 +54,9 @@ class FederatedTrainer:
                 f"--clients_per_round={config.clients_per_round} exceeds the "
                 f"{len(self._client_ids)} training clients of --task={config.task}; "
                 f"use at most {len(self._client_ids)}")
+        self._mechanism = privacy.mechanism(config, self.population)
+        self._participations = np.zeros(self.population, dtype=np.int64)
+        self._counted_through = 0
         self._process = process.build(config, task)
         keras_model = task.build_model(config.seed)
         self._initial_weights = tff.learning.models.ModelWeights.from_model(keras_model)
@@ -58,18 +77,44 @@ class FederatedTrainer:
     def run_round(self, state, round_num: int):
         """Runs round `round_num`; returns the new state and the round's metrics."""
         cfg = self._config
-        chosen = sampling.sample_clients(
-            self.population, cfg.clients_per_round, cfg.seed, round_num)
+        chosen = self._clients(round_num)
         datasets = [
             self._task.preprocess_train(
                 self._task.train_data.create_tf_dataset_for_client(self._client_ids[i]),
                 sampling.client_shuffle_seed(cfg.seed, round_num, i))
             for i in chosen
         ]
-        output = self._process.next(state, datasets)
-        row = _train_metrics(output.metrics)
+        row = {"train_examples": 0}
+        if datasets:  # a Poisson round can select nobody: the model stays as it is
+            output = self._process.next(state, datasets)
+            state = output.state
+            row = _train_metrics(output.metrics)
+            row.update(_dp_measurements(output.metrics))
         row.update(self._bytes, clients=len(chosen))
-        return output.state, row
+        row.update(self._privacy(round_num))
+        return state, row
+
+    def _clients(self, round_num: int) -> np.ndarray:
+        """The round's clients; also counts participations up to this round."""
+        cfg = self._config
+        for r in range(self._counted_through + 1, round_num + 1):
+            chosen = sampling.select_clients(cfg.client_sampling, self.population,
+                                             cfg.clients_per_round, cfg.seed, r)
+            self._participations[chosen] += 1
+        self._counted_through = max(self._counted_through, round_num)
+        return sampling.select_clients(cfg.client_sampling, self.population,
+                                       cfg.clients_per_round, cfg.seed, round_num)
+
+    def _privacy(self, round_num: int) -> dict:
+        """epsilon after this round (PLD on eval rounds only: it costs ~0.1 s)."""
+        if self._mechanism is None:
+            return {}
+        cfg = self._config
+        most = int(self._participations.max())
+        row = {"epsilon_rdp": privacy.epsilon_rdp(self._mechanism, round_num, most)}
+        if round_num % cfg.rounds_per_eval == 0 or round_num == cfg.total_rounds:
+            row["epsilon_pld"] = privacy.epsilon_pld(self._mechanism, round_num, most)
+        return row
 
     def model_weights(self, state) -> list[np.ndarray]:
         """The global model's weights in Keras order."""

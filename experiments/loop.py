@@ -18,7 +18,8 @@ TRAIN_COLUMNS = (
     "round", "train_loss", "train_accuracy", "train_examples", "clients",
     "bytes_down_per_client", "bytes_up_per_client", "round_seconds",
 )
-COLUMNS = TRAIN_COLUMNS + EVAL_COLUMNS + ("eval_seconds",)
+PRIVACY_COLUMNS = ("epsilon_rdp", "epsilon_pld", "dp_clip")
+COLUMNS = TRAIN_COLUMNS + PRIVACY_COLUMNS + EVAL_COLUMNS + ("eval_seconds",)
 
 
 class Trainer(Protocol):

@@ -8,6 +8,7 @@ model aggregator (where DP and compression plug in) comes from
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from experiments import aggregators
@@ -52,12 +53,17 @@ def model_fn_for(task: Task, seed: int):
     return model_fn
 
 
+def _weight_specs(task: Task, seed: int) -> list:
+    model = task.build_model(seed)
+    return [tf.TensorSpec(w.shape, w.dtype) for w in model.trainable_weights]
+
+
 def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:
     """The learning process the config describes, ready for initialize/next."""
     model_fn = model_fn_for(task, config.seed)
     client = tff.learning.optimizers.build_sgdm(learning_rate=config.client_learning_rate)
     server = server_optimizer(config)
-    aggregator = aggregators.build(config)
+    aggregator = aggregators.build(config, _weight_specs(task, config.seed))
     algorithms = tff.learning.algorithms
     if config.algorithm == "fedavg":
         return algorithms.build_weighted_fed_avg(

@@ -28,6 +28,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(errors.exit_code())
 
 
+def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
+                     ) -> config_lib.ExperimentConfig:
+    """Fills in delta and a calibrated noise multiplier, and says what was chosen."""
+    from experiments import privacy
+
+    resolved = privacy.resolve(config, population)
+    if config.target_epsilon > 0:
+        print(f"noise_multiplier {resolved.noise_multiplier:.4f} reaches epsilon "
+              f"{config.target_epsilon} (delta {resolved.delta:.3g}) after "
+              f"{config.total_rounds} rounds", file=sys.stderr)
+    return resolved
+
+
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
     from experiments import loop, results, runtime
@@ -38,6 +51,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
 
     with runtime.session():
         task = registry.get(config.task, config.task_config())
+        config = _resolve_privacy(config, len(task.train_data.client_ids))
         trainer_cls = (CentralizedTrainer if config.algorithm == "centralized"
                        else FederatedTrainer)
         trainer = trainer_cls(config, task)
