@@ -66,10 +66,11 @@ def _adaptive(config: ExperimentConfig):
     except ValueError:
         stddev = config.clipped_count_stddev or 0.05 * config.clients_per_round
         raise UsageError(
-            f"--dp=adaptive: --noise_multiplier={config.noise_multiplier} must exceed "
-            f"1 / (2 * clipped-count stddev {stddev:g}) = {1 / (2 * stddev):g} for "
-            f"{config.clients_per_round} clients per round; raise --noise_multiplier "
-            f"or --clipped_count_stddev (default 0.05 * --clients_per_round)") from None
+            f"--dp=adaptive: --noise_multiplier={config.noise_multiplier} must be below "
+            f"2 x the clipped-count noise ({2 * stddev:g} with "
+            f"--clients_per_round={config.clients_per_round}); raise "
+            f"--clipped_count_stddev (default 0.05 x clients per round) or "
+            f"--clients_per_round, or lower --noise_multiplier")
 
 
 def build(config: ExperimentConfig, weight_specs=None):
