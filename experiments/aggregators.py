@@ -70,7 +70,7 @@ def _adaptive(config: ExperimentConfig):
             f"2 x the clipped-count noise ({2 * stddev:g} with "
             f"--clients_per_round={config.clients_per_round}); raise "
             f"--clipped_count_stddev (default 0.05 x clients per round) or "
-            f"--clients_per_round, or lower --noise_multiplier")
+            f"--clients_per_round, or lower --noise_multiplier") from None
 
 
 def build(config: ExperimentConfig, weight_specs=None):
