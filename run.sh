@@ -3,6 +3,7 @@
 #   ./run.sh demo            a real FedAvg experiment on EMNIST (the main job)
 #   ./run.sh test [--slow]   the test suite (--slow adds the long real-data runs)
 #   ./run.sh train FLAGS     experiments/train.py with absl flags
+#   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
 #   ./run.sh lint            ruff over the project
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -73,6 +74,10 @@ case "$cmd" in
     setup
     exec "$VENV/bin/python" -m experiments.train "$@"
     ;;
+  privacy)
+    setup
+    exec "$VENV/bin/python" -m experiments.privacy_plan "$@"
+    ;;
   lint)
     setup
     exec "$VENV/bin/ruff" check .
@@ -81,9 +86,9 @@ case "$cmd" in
     setup
     ;;
   help|-h|--help)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
-    die "unknown command '$cmd'; valid: demo, test, train, lint, setup, help"
+    die "unknown command '$cmd'; valid: demo, test, train, privacy, lint, setup, help"
     ;;
 esac
