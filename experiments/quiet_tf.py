@@ -1,4 +1,4 @@
-"""Silences TensorFlow's C++ start-up noise without hiding real errors.
+"""Silences TensorFlow's C++ noise without hiding real errors.
 
 TF 2.14 prints INFO/WARNING lines from C++ and, on CPU-only machines, three
 ERROR-level lines about cuDNN/cuFFT/cuBLAS factories being registered twice.
@@ -6,12 +6,17 @@ Those three are harmless and would alarm users, but TF_CPP_MIN_LOG_LEVEL=3
 would also hide genuine C++ errors. So: level 2 by default (a user's own
 setting wins), and the import of TensorFlow runs with stderr captured; every
 captured line except the known-benign ones is written back to stderr.
+Binaries also call `filter_stderr()`, which keeps filtering the same benign
+lines (and grappler's "Failed to detect the fetch node(s)", printed when TFF
+traces DP aggregators) for the rest of the run.
 """
 
+import atexit
 import os
 import re
 import sys
 import tempfile
+import threading
 
 _BENIGN = re.compile(
     r"Unable to register (cuDNN|cuFFT|cuBLAS) factory"
@@ -20,6 +25,7 @@ _BENIGN = re.compile(
     r"|oneDNN custom operations are on"
     r"|This TensorFlow binary is optimized to use available CPU instructions"
     r"|To enable the following instructions"
+    r"|grappler_item_builder.cc.*Failed to detect the fetch node"
 )
 
 
@@ -45,6 +51,51 @@ def _import_tensorflow_quietly() -> None:
             for line in captured.read().decode("utf-8", "replace").splitlines():
                 if line.strip() and not _BENIGN.search(line):
                     print(line, file=sys.stderr)
+
+
+def filter_stderr() -> None:
+    """Routes fd 2 through a filter that drops the known-benign C++ lines.
+
+    Everything else (Python tracebacks, our one-line errors, real C++ errors)
+    passes through unchanged and in order. At exit the original stderr is put
+    back and what is left in the pipe is drained.
+    """
+    if getattr(filter_stderr, "installed", False):
+        return
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError, AttributeError):
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as source:
+            pending = b""
+            while chunk := source.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not _BENIGN.search(line.decode("utf-8", "replace")):
+                        os.write(original, line + b"\n")
+            if pending:
+                os.write(original, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # our copy of the pipe's write end is gone now
+        thread.join(timeout=2.0)
+
+    atexit.register(restore)
+    filter_stderr.installed = True
 
 
 _import_tensorflow_quietly()

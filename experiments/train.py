@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 
 from experiments import config as config_lib
-from experiments import errors
+from experiments import errors, quiet_tf
 
 config_lib.define_flags()
 
@@ -67,6 +67,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
 
 
 def main(argv: list[str]) -> None:
+    quiet_tf.filter_stderr()
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise to users
     if len(argv) > 1:
