@@ -5,6 +5,11 @@ lazily and never reliably stops; the orphan keeps stdout open and hangs
 pipes and CI. Here we start the worker ourselves, tie it to our process
 (PR_SET_PDEATHSIG, so even SIGKILL of the parent takes it down) and stop it
 on normal exit, on exceptions, on Ctrl-C and on SIGTERM.
+
+The worker also listens on every interface with an unauthenticated gRPC
+service that runs whatever TensorFlow graph it is sent. We preload a tiny
+shim (loopback_bind.c, compiled on first use into .cache/) that turns its
+wildcard bind into a loopback bind, so only this machine can reach it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,30 @@ _GRPC_OPTIONS = [
 ]
 
 _worker: subprocess.Popen | None = None
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SHIM_SOURCE = os.path.join(_HERE, "loopback_bind.c")
+_SHIM_DIR = os.path.join(os.path.dirname(_HERE), ".cache")
+
+
+def loopback_shim() -> str:
+    """Path of the compiled bind-to-loopback shim, building it if needed."""
+    target = os.path.join(_SHIM_DIR, "loopback_bind.so")
+    if (os.path.exists(target)
+            and os.path.getmtime(target) >= os.path.getmtime(_SHIM_SOURCE)):
+        return target
+    os.makedirs(_SHIM_DIR, exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    compiler = os.environ.get("CC", "cc")
+    try:
+        subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", tmp, _SHIM_SOURCE,
+                        "-ldl"], check=True, capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UsageError(
+            f"cannot compile {_SHIM_SOURCE} with '{compiler}' ({e.__class__.__name__}); "
+            f"it keeps TFF's worker off the network: install a C compiler "
+            f"(e.g. apt-get install gcc) or set CC") from None
+    os.replace(tmp, target)
+    return target
 
 
 def worker_binary_path() -> str:
@@ -53,6 +82,7 @@ def _start_worker(max_concurrent_calls: int) -> tuple[subprocess.Popen, int]:
     port = portpicker.pick_unused_port()
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["LD_PRELOAD"] = " ".join(filter(None, [loopback_shim(), env.get("LD_PRELOAD")]))
     process = subprocess.Popen(
         [
             worker_binary_path(),
