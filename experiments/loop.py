@@ -47,8 +47,9 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
         start, state = restored[0], trainer.from_arrays(restored[1])
     experiment.truncate_after(start)
     if start >= total_rounds:
-        rows = experiment.read_rows()
-        return _final_row(rows)
+        final = _final_row(experiment.read_rows())
+        experiment.write_summary(final)  # a kill may have come just before it
+        return final
     experiment.clear_summary()
     progress = Progress(total_rounds, start, show_progress)
     try:

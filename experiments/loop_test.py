@@ -223,10 +223,6 @@ def test_fake_loop_resumes_after_a_crash_to_the_same_table(tmp_path) -> None:
     assert results.load_summary(crashed) is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: loop.run returns early when the newest checkpoint is the last round and "
-    "never writes summary.json, so a run killed between its final checkpoint and "
-    "write_summary stays 'incomplete' forever"))
 def test_fake_loop_writes_summary_when_only_the_summary_was_lost(tmp_path) -> None:
     experiment, _, final = _fake_run(str(tmp_path), total=6)
     os.remove(os.path.join(experiment.path, results.SUMMARY))  # killed just before it

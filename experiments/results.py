@@ -24,7 +24,6 @@ import math
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Sequence
 from importlib import metadata
 
@@ -141,6 +140,10 @@ class Experiment:
                 stamp = datetime.datetime.now(datetime.UTC).strftime(
                     "%Y%m%dT%H%M%SZ")
                 backup = f"{path}.replaced-{stamp}"
+                n = 1
+                while os.path.exists(backup):
+                    n += 1
+                    backup = f"{path}.replaced-{stamp}-{n}"
                 os.replace(path, backup)
                 print(f"Moved the old experiment to {backup}", file=sys.stderr)
         experiment = cls(path, columns)
@@ -237,10 +240,10 @@ class Experiment:
         for round_num in reversed(self.checkpoint_rounds()):
             path = self._checkpoint_path(round_num)
             try:
-                with np.load(path) as data:
+                with np.load(path, allow_pickle=False) as data:
                     arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
                 return round_num, arrays
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            except Exception as e:  # noqa: BLE001  (any damage: zip, npy header, names)
                 print(f"warning: checkpoint {path} is unreadable ({e}); "
                       f"using an older one", file=sys.stderr)
         return None
@@ -283,7 +286,7 @@ def load_metrics(path: str):
     """metrics.csv of the experiment at `path` as a pandas DataFrame."""
     import pandas as pd
 
-    return pd.read_csv(os.path.join(path, METRICS))
+    return pd.read_csv(os.path.join(path, METRICS), float_precision="round_trip")
 
 
 def load_hparams(path: str) -> dict:

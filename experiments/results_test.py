@@ -199,10 +199,7 @@ def _corrupt_newest(exp: results.Experiment, mode: str) -> str:
 
 @pytest.mark.parametrize("mode", [
     "empty", "truncated", "zeros", "garbage", "flipped_data_byte",
-    pytest.param("renamed_member", marks=pytest.mark.xfail(
-        strict=True, raises=KeyError,
-        reason="BUG: load_checkpoint catches only OSError/ValueError/BadZipFile/"
-               "EOFError; a damaged member name raises KeyError and aborts the resume")),
+    "renamed_member",
 ])
 def test_corrupted_newest_checkpoint_is_reported_and_skipped(tmp_path, capsys, mode) -> None:
     exp = _open(str(tmp_path))
@@ -334,9 +331,6 @@ def test_overwrite_sets_the_old_folder_aside(tmp_path, capsys) -> None:
     assert "resumed_at" not in results.load_hparams(new.path)
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="BUG: two --overwrite replacements within one second pick the "
-                          "same .replaced-<stamp> name; os.replace onto it fails")
 def test_two_overwrites_in_the_same_second(tmp_path, monkeypatch) -> None:
     frozen = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
