@@ -4,6 +4,7 @@
 #   ./run.sh test [--slow]   the test suite (--slow adds the long real-data runs)
 #   ./run.sh train FLAGS     experiments/train.py with absl flags
 #   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
+#   ./run.sh bench FLAGS     speed/memory benchmark (experiments/bench.py) -> bench.json
 #   ./run.sh lint            ruff over the project
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -74,6 +75,10 @@ case "$cmd" in
     setup
     exec "$VENV/bin/python" -m experiments.train "$@"
     ;;
+  bench)
+    setup
+    exec "$VENV/bin/python" -m experiments.bench "$@"
+    ;;
   privacy)
     setup
     exec "$VENV/bin/python" -m experiments.privacy_plan "$@"
@@ -89,6 +94,6 @@ case "$cmd" in
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
-    die "unknown command '$cmd'; valid: demo, test, train, privacy, lint, setup, help"
+    die "unknown command '$cmd'; valid: demo, test, train, bench, privacy, lint, setup, help"
     ;;
 esac

@@ -162,6 +162,12 @@ class Experiment:
         hparams_path = os.path.join(self.path, HPARAMS)
         now = datetime.datetime.now(datetime.UTC).isoformat()
         if os.path.exists(hparams_path):
+            done = max(self.checkpoint_rounds(), default=0)
+            if config.get("total_rounds", done) < done:
+                raise UsageError(
+                    f"{self.path} already has {done} rounds; --total_rounds="
+                    f"{config['total_rounds']} cannot shrink it (use >= {done}, or "
+                    f"another --experiment_name)")
             hparams = read_json(hparams_path)
             hparams.setdefault("resumed_at", []).append(now)
             hparams["config"] = config
