@@ -1,0 +1,62 @@
+"""The benchmark binary's output structure, on a tiny quick run (no timing checks).
+
+Speed numbers belong to `python -m experiments.bench` only: here it runs on
+the tiny EMNIST fixture (cohorts 2 and 3, one round, memory rounds 1 and 2)
+and only the shape of bench.json / bench.md is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
+                                                             tmp_path) -> None:
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "experiments.bench", f"--data_dir={emnist_dir}",
+               "--cohorts=2,3", "--warmup_rounds=0", "--rounds=1", "--memory_round_a=1",
+               "--memory_round_b=2", "--memory_dp_cohort=3", f"--output={output}"]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    result = json.loads(output.read_text())
+    for key in ("machine", "data", "settings", "federated", "centralized",
+                "ratio_to_centralized", "per_client_overhead_ms", "memory",
+                "memory_growth_percent", "dp_overhead_ratio",
+                "compression_overhead_ratio"):
+        assert key in result, key
+    for key in ("nproc", "cpu_model", "python", "tensorflow", "tensorflow_federated"):
+        assert result["machine"][key], key
+    assert result["data"]["name"] == "EMNIST (6 writers)"
+    assert set(result["ratio_to_centralized"]) == {"2", "3"}
+    assert all(_is_number(r) and r > 0 for r in result["ratio_to_centralized"].values())
+    for cohort in ("2", "3"):
+        federated = result["federated"][cohort]
+        assert _is_number(federated["median_round_seconds"])
+        assert _is_number(federated["examples_per_second"])
+        assert len(federated["round_seconds"]) == 1
+        # The reference trained on exactly the federated round's examples.
+        assert result["centralized"][cohort]["same_examples_as_federated"] is True
+    assert result["centralized_traces"] == 1
+    assert _is_number(result["per_client_overhead_ms"])
+    memory = result["memory"]
+    assert (memory["round_a"], memory["round_b"]) == (1, 2)
+    assert memory["rss_a"]["worker_mib"] > 0 and memory["rss_b"]["main_mib"] > 0
+    assert _is_number(result["memory_growth_percent"])
+    assert _is_number(result["dp_overhead_ratio"])
+    assert result["compression_overhead_ratio"] is None
+
+    table = (tmp_path / "bench.md").read_text()
+    assert "| ratio to centralised |" in table and "EMNIST (6 writers)" in table
+    assert table in done.stdout
