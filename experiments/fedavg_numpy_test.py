@@ -79,7 +79,7 @@ def _client_batches(task: Task, config: ExperimentConfig, round_num: int,
     batches = [(x.reshape(len(y), PIXELS).astype(np.float64), y.astype(np.int64))
                for x, y in dataset.as_numpy_iterator()]
     # Independently of the pipeline: every (capped) example appears once per epoch.
-    raw = [int(e["label"]) for e in
+    raw = [int(y) for _, y in
            task.train_data.create_tf_dataset_for_client(client_id).as_numpy_iterator()]
     if config.max_elements_per_client:
         raw = raw[: config.max_elements_per_client]

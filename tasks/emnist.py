@@ -33,13 +33,9 @@ def _parse(serialized: tf.Tensor) -> collections.OrderedDict:
         label=tf.cast(features["label"], tf.int32), pixels=features["pixels"])
 
 
-def _to_xy(element: collections.OrderedDict) -> tuple[tf.Tensor, tf.Tensor]:
-    x = tf.expand_dims(element["pixels"], axis=-1)
-    return x, tf.cast(element["label"], tf.int32)
-
-
-def _to_batches(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    return dataset.batch(batch_size).map(_to_xy)
+def _prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked parsed examples to model inputs: images with a channel axis, labels."""
+    return arrays["pixels"][..., np.newaxis], arrays["label"].astype(np.int32)
 
 
 def _majority_class(train_labels: np.ndarray) -> int:
@@ -55,9 +51,9 @@ def build_task(config: TaskConfig) -> Task:
         )
     path = data_files.ensure_file(config.data_dir, DATA_FILE)
     split = "digits_only" if config.only_digits else "all"
-    train = sql_client_data.load(path, f"{split}_train", _parse)
-    test = sql_client_data.load(path, f"{split}_test", _parse)
-    if not train.client_ids or not test.client_ids:
+    train = sql_client_data.load(path, f"{split}_train", _parse, _prepare)
+    test = sql_client_data.load(path, f"{split}_test", _parse, _prepare)
+    if train is None or test is None:
         raise UsageError(
             f"{path} has no clients in its {split}_train / {split}_test splits")
     num_classes = 10 if config.only_digits else 62
@@ -68,7 +64,6 @@ def build_task(config: TaskConfig) -> Task:
         train_data=train,
         test_data=test,
         build_model=lambda seed: model_builder(num_classes, seed),
-        to_batches=_to_batches,
         naive_predictor=_majority_class,
         data_file=path,
         description=f"EMNIST-{num_classes} character recognition, {config.model}",

@@ -35,9 +35,9 @@ class TaskConfig:
 class Task:
     """A federated learning task.
 
-    `to_batches(dataset, batch_size)` turns raw examples into (x, y) batches;
-    every pipeline (client training, centralised training, evaluation) goes
-    through it. `build_model(seed)` returns an uncompiled Keras model whose
+    Client data yields model-ready (x, y) examples (prepared once at load);
+    every pipeline (client training, centralised training, evaluation) batches
+    them with `to_batches`. `build_model(seed)` returns an uncompiled Keras model whose
     outputs are logits. `naive_predictor(train_labels)` is the trivial model
     a result must beat (e.g. the majority class).
     """
@@ -47,7 +47,6 @@ class Task:
     train_data: InMemoryClientData
     test_data: InMemoryClientData
     build_model: Callable[[int], tf.keras.Model]
-    to_batches: Callable[[tf.data.Dataset, int], tf.data.Dataset]
     naive_predictor: Callable[[np.ndarray], int]
     data_file: str = ""
     description: str = ""
@@ -62,6 +61,10 @@ class Task:
                 "test_clients": len(self.test_data.client_ids),
                 "train_examples": examples(self.train_data),
                 "test_examples": examples(self.test_data)}
+
+    def to_batches(self, dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+        """(x, y) examples to (x, y) batches."""
+        return dataset.batch(batch_size)
 
     def preprocess_train(self, dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         """One client's training batches: capped, seeded shuffle, epochs, batched."""
