@@ -57,12 +57,12 @@ class LocalGaussianFactory(tff.aggregators.UnweightedAggregationFactory):
 def _adaptive(config: ExperimentConfig):
     try:
         return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
-            noise_multiplier=config.noise_multiplier,
+            noise_multiplier=float(config.noise_multiplier),
             clients_per_round=config.clients_per_round,
-            initial_l2_norm_clip=config.initial_clip,
-            target_unclipped_quantile=config.target_unclipped_quantile,
-            learning_rate=config.adaptive_clip_learning_rate,
-            clipped_count_stddev=config.clipped_count_stddev or None)
+            initial_l2_norm_clip=float(config.initial_clip),
+            target_unclipped_quantile=float(config.target_unclipped_quantile),
+            learning_rate=float(config.adaptive_clip_learning_rate),
+            clipped_count_stddev=float(config.clipped_count_stddev) or None)
     except ValueError:
         stddev = config.clipped_count_stddev or 0.05 * config.clients_per_round
         raise UsageError(
@@ -79,18 +79,18 @@ def build(config: ExperimentConfig, weight_specs=None):
     `weight_specs` (TensorSpecs of the trainable weights) is needed by `tree`.
     """
     dp = tff.aggregators.DifferentiallyPrivateFactory
+    z, clip = float(config.noise_multiplier), float(config.clip)  # TFF wants floats
     if config.dp == "none":
         return None
     if config.dp == "fixed":
-        return dp.gaussian_fixed(noise_multiplier=config.noise_multiplier,
-                                 clients_per_round=config.clients_per_round,
-                                 clip=config.clip)
+        return dp.gaussian_fixed(noise_multiplier=z,
+                                 clients_per_round=config.clients_per_round, clip=clip)
     if config.dp == "adaptive":
         return _adaptive(config)
     if config.dp == "tree":
-        return dp.tree_aggregation(noise_multiplier=config.noise_multiplier,
+        return dp.tree_aggregation(noise_multiplier=z,
                                    clients_per_round=config.clients_per_round,
-                                   l2_norm_clip=config.clip, record_specs=weight_specs)
+                                   l2_norm_clip=clip, record_specs=weight_specs)
     if config.dp == "local":
-        return LocalGaussianFactory(config.clip, config.noise_multiplier)
+        return LocalGaussianFactory(clip, z)
     raise ValueError(f"unknown --dp={config.dp}")

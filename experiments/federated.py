@@ -27,7 +27,7 @@ def _train_metrics(metrics) -> dict:
 
 
 def _dp_measurements(metrics) -> dict:
-    """The adaptive clip in force, when the DP aggregator reports one."""
+    """The adapted clip (used from the next round on), when the DP aggregator reports one."""
     found = {}
 
     def visit(node) -> None:
@@ -85,10 +85,15 @@ class FederatedTrainer:
             for i in chosen
         ]
         row = {"train_examples": 0}
-        if datasets:  # a Poisson round can select nobody: the model stays as it is
+        # A Poisson round can select nobody. Central DP still runs the round: the
+        # accounted release is the noised sum in every round, and an unchanged
+        # model would reveal the empty cohort. Without central noise the model
+        # simply stays as it is.
+        if datasets or cfg.dp in ("fixed", "adaptive", "tree"):
             output = self._process.next(state, datasets)
             state = output.state
-            row = _train_metrics(output.metrics)
+            if datasets:
+                row = _train_metrics(output.metrics)
             row.update(_dp_measurements(output.metrics))
         row.update(self._bytes, clients=len(chosen))
         row.update(self._privacy(round_num))

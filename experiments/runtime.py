@@ -32,6 +32,9 @@ _GRPC_OPTIONS = [
     ("grpc.max_message_length", 2 * 1000 * 1000 * 1000),
     ("grpc.max_receive_message_length", 2 * 1000 * 1000 * 1000),
     ("grpc.max_send_message_length", 2 * 1000 * 1000 * 1000),
+    # The worker is on localhost: never route its channel through $http(s)_proxy
+    # (gRPC honours them, and the channel would never become ready).
+    ("grpc.enable_http_proxy", 0),
 ]
 
 _worker: subprocess.Popen | None = None

@@ -31,6 +31,9 @@ def cache_dir(data_dir: str | None) -> str:
 def ensure_file(data_dir: str | None, filename: str) -> str:
     """Returns the path of `filename` in the cache dir, downloading it if absent."""
     folder = cache_dir(data_dir)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--data_dir={folder} is a file, not a folder; point --data_dir "
+                         f"(or TFF_DATA_DIR) at the folder that holds {filename}")
     path = os.path.join(folder, filename)
     if os.path.isfile(path):
         _check_sqlite(path)
