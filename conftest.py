@@ -5,6 +5,8 @@ from __future__ import annotations
 import lzma
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,3 +38,12 @@ def femnist300_dir() -> str:
             shutil.copyfileobj(src, dst, length=1 << 22)
         os.replace(target + ".tmp", target)
     return CACHE
+
+
+@pytest.fixture(scope="module")
+def refused_proxy() -> Iterator[str]:
+    """A proxy URL whose port is bound but not listening: connections are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()

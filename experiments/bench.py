@@ -105,15 +105,6 @@ class Settings:
 
 
 # ----- flags ------------------------------------------------------------------------
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing with one-line errors instead of a usage dump."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)
@@ -728,4 +719,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=errors.flags_parser("bench"))

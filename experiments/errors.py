@@ -1,8 +1,12 @@
 """The one exception type for mistakes a user can fix (bad flag, missing file).
 
 Binaries catch it at the top and print its message as a single line with
-exit code 2, instead of a long TFF stack trace.
+exit code 2, instead of a long TFF stack trace; `flags_parser` does the same
+for absl's own flag errors.
 """
+
+import sys
+from collections.abc import Callable
 
 
 class UsageError(Exception):
@@ -12,3 +16,24 @@ class UsageError(Exception):
 def exit_code() -> int:
     """Exit status for a UsageError (the absl/argparse convention for bad usage)."""
     return 2
+
+
+def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
+    """An absl `flags_parser` for app.run that reports bad flags in one line."""
+    from absl import flags
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.CantOpenFlagFileError as e:
+            reason = str(e).removeprefix("ERROR:: Unable to open flagfile: ")
+            message = (f"--flagfile: cannot read it ({reason}); give the path of a "
+                       f"file of --name=value lines")
+        except flags.Error as e:
+            message = str(e)
+            if "Non-boolean argument to boolean flag" in message:
+                message = message.split(": ", 1)[0] + " must be true or false"
+        print(f"{program}: error: {message}", file=sys.stderr)
+        sys.exit(exit_code())
+
+    return parse

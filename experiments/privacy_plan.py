@@ -28,14 +28,6 @@ flags.DEFINE_enum("client_sampling", "uniform", privacy.SAMPLINGS, "Client sampl
 FLAGS = flags.FLAGS
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"privacy: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-
-
 def _format(value: float | None) -> str:
     return "n/a (PLD has no event for this sampling)" if value is None else f"{value:.4f}"
 
@@ -82,4 +74,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=errors.flags_parser("privacy"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -114,9 +113,14 @@ class Child:
 
     def __init__(self, args: list[str], env: dict[str, str], read: bool = True,
                  watch: bool = False):
+        # A shell that starts the suite in the background (as CI may) leaves SIGINT
+        # ignored, and Python keeps an inherited SIG_IGN; a user's terminal does
+        # not, so the child gets the default disposition back, as Ctrl-C finds it.
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            restore_signals=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.pid = self.proc.pid
         self.started = time.monotonic()
         self.workers_seen: set[int] = set()
@@ -213,15 +217,6 @@ def _train_args(emnist_dir: str, output_root: str, rounds: int) -> list[str]:
     return [sys.executable, "-m", "experiments.train", f"--data_dir={emnist_dir}",
             "--model=logistic", "--clients_per_round=2", f"--total_rounds={rounds}",
             "--rounds_per_eval=1", "--progress=true", f"--root_output_dir={output_root}"]
-
-
-@pytest.fixture(scope="module")
-def refused_proxy() -> Iterator[str]:
-    """A proxy URL whose port is bound but not listening: connections are refused."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,6 @@ from experiments import errors, quiet_tf
 config_lib.define_flags()
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing with one-line errors instead of a usage dump."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.CantOpenFlagFileError as e:
-        reason = str(e).removeprefix("ERROR:: Unable to open flagfile: ")
-        message = (f"--flagfile: cannot read it ({reason}); give the path of a file "
-                   f"of --name=value lines")
-    except flags.Error as e:
-        message = str(e)
-        if "Non-boolean argument to boolean flag" in message:
-            message = message.split(": ", 1)[0] + " must be true or false"
-    print(f"train: error: {message}", file=sys.stderr)
-    sys.exit(errors.exit_code())
-
-
 def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
                      ) -> config_lib.ExperimentConfig:
     """Fills in delta and a calibrated noise multiplier, and says what was chosen."""
@@ -99,4 +83,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=errors.flags_parser("train"))

@@ -18,11 +18,9 @@ import concurrent.futures
 import dataclasses
 import os
 import pathlib
-import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -106,15 +104,6 @@ def _train(args: list[str], env: dict[str, str], output_root: str) -> Run:
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=TIMEOUT_SECONDS)
     return Run(completed.returncode, completed.stdout, completed.stderr, output_root)
-
-
-@pytest.fixture(scope="module")
-def refused_proxy() -> Iterator[str]:
-    """A proxy URL whose port is bound but not listening: connections are refused."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
 
 
 @pytest.fixture(scope="module")
