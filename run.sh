@@ -18,11 +18,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 
 setup() {
-  command -v "$PYTHON_BIN" >/dev/null 2>&1 || die "$PYTHON_BIN not found; \
+  local version
+  version=$("$PYTHON_BIN" -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
+    2>/dev/null) || die "$PYTHON_BIN not found or not runnable; \
 TensorFlow Federated 0.87 needs Python 3.11 (e.g. 'apt-get install python3.11 python3.11-venv', \
 or 'pyenv install 3.11'), or set PYTHON=/path/to/python3.11"
-  local version
-  version=$("$PYTHON_BIN" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   [ "$version" = "3.11" ] || die "$PYTHON_BIN is Python $version; TFF 0.87 needs Python 3.11"
   local stamp
   stamp=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
