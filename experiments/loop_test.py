@@ -28,7 +28,9 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -366,6 +368,41 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     summary = results.load_summary(folder)
     assert summary is not None and summary["round"] == float(TOTAL)
     assert len(results.load_hparams(folder)["resumed_at"]) == 1
+
+
+def test_repeated_random_kills_still_give_the_uninterrupted_result(
+        reference: str, emnist_dir: str, tmp_path) -> None:
+    """SIGKILL at seeded random moments (rows, checkpoints and CSV being written)."""
+    root = str(tmp_path / "killed_often")
+    command = [sys.executable, "-m", "experiments.train",
+               *_flags(_config(emnist_dir, root, rounds_per_checkpoint=3))]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    metrics = os.path.join(root, NAME, results.METRICS)
+    rng = random.Random(7)
+    kills = 0
+    with open(tmp_path / "train.log", "wb") as log:
+        for _ in range(4):
+            before = _complete_rows(metrics) if os.path.exists(metrics) else 0
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+            deadline = time.monotonic() + 240
+            while (process.poll() is None and time.monotonic() < deadline and
+                   (not os.path.exists(metrics) or _complete_rows(metrics) <= before)):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.6))  # land anywhere inside a round
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait()
+            if results.load_summary(os.path.join(root, NAME)) is not None:
+                break
+        done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=log, timeout=300)
+    assert done.returncode == 0
+    assert kills >= 2
+    rows = _read_csv(os.path.join(root, NAME))
+    assert _rounds(rows) == list(range(1, TOTAL + 1))  # none missing or duplicated
+    assert _without_seconds(rows) == _without_seconds(_read_csv(reference))
+    json.loads(open(os.path.join(root, NAME, results.HPARAMS)).read())  # not corrupted
 
 
 def test_other_config_is_refused_and_overwrite_sets_the_old_run_aside(
