@@ -1,0 +1,1 @@
+"""Analysis of experiment folders: loading runs and sweeps into pandas."""
