@@ -155,32 +155,30 @@ def _require(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def _each(config: ExperimentConfig, names: tuple[str, ...],
+          ok: typing.Callable[[float], bool], requirement: str) -> None:
+    """Requires `ok(value)` of each named setting; the error names flag and value."""
+    for name in names:
+        value = getattr(config, name)
+        _require(ok(value), f"--{name}={value} {requirement}")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Raises a UsageError naming the first bad flag and what would be valid."""
-    for name in ("total_rounds", "clients_per_round", "client_batch_size",
-                 "client_epochs_per_round", "rounds_per_eval",
-                 "rounds_per_checkpoint", "eval_batch_size"):
-        value = getattr(config, name)
-        _require(value >= 1, f"--{name}={value} must be a positive integer")
+    _each(config, ("total_rounds", "clients_per_round", "client_batch_size",
+                   "client_epochs_per_round", "rounds_per_eval",
+                   "rounds_per_checkpoint", "eval_batch_size"),
+          lambda v: v >= 1, "must be a positive integer")
     _require(config.max_elements_per_client >= 0,
              f"--max_elements_per_client={config.max_elements_per_client} must be "
              f">= 0 (0 means all)")
-    for name in ("client_learning_rate", "server_learning_rate"):
-        value = getattr(config, name)
-        _require(math.isfinite(value) and value > 0,
-                 f"--{name}={value} must be a finite number > 0")
-    _require(0 <= config.server_sgd_momentum < 1,
-             f"--server_sgd_momentum={config.server_sgd_momentum} must be in [0, 1)")
-    for name in ("server_beta_1", "server_beta_2"):
-        value = getattr(config, name)
-        _require(0 <= value < 1, f"--{name}={value} must be in [0, 1)")
-    _require(config.server_epsilon > 0,
-             f"--server_epsilon={config.server_epsilon} must be > 0")
-    _require(config.server_initial_accumulator_value >= 0,
-             f"--server_initial_accumulator_value="
-             f"{config.server_initial_accumulator_value} must be >= 0")
-    _require(config.proximal_strength >= 0,
-             f"--proximal_strength={config.proximal_strength} must be >= 0")
+    _each(config, ("client_learning_rate", "server_learning_rate"),
+          lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
+    _each(config, ("server_sgd_momentum", "server_beta_1", "server_beta_2"),
+          lambda v: 0 <= v < 1, "must be in [0, 1)")
+    _each(config, ("server_epsilon",), lambda v: v > 0, "must be > 0")
+    _each(config, ("server_initial_accumulator_value", "proximal_strength"),
+          lambda v: v >= 0, "must be >= 0")
     _require(config.algorithm == "fedprox" or config.proximal_strength ==
              ExperimentConfig.proximal_strength,
              "--proximal_strength only applies to --algorithm=fedprox")
@@ -204,16 +202,10 @@ def _validate_dp(config: ExperimentConfig) -> None:
              f"not bounded by the clip")
     _require(math.isfinite(config.noise_multiplier) and config.noise_multiplier >= 0,
              f"--noise_multiplier={config.noise_multiplier} must be a finite number >= 0")
-    _require(config.clip > 0, f"--clip={config.clip} must be > 0")
-    _require(config.initial_clip > 0, f"--initial_clip={config.initial_clip} must be > 0")
-    _require(0 < config.target_unclipped_quantile < 1,
-             f"--target_unclipped_quantile={config.target_unclipped_quantile} must be "
-             f"in (0, 1)")
-    _require(config.adaptive_clip_learning_rate >= 0,
-             f"--adaptive_clip_learning_rate={config.adaptive_clip_learning_rate} "
-             f"must be >= 0")
-    _require(config.clipped_count_stddev >= 0,
-             f"--clipped_count_stddev={config.clipped_count_stddev} must be >= 0")
+    _each(config, ("clip", "initial_clip"), lambda v: v > 0, "must be > 0")
+    _each(config, ("target_unclipped_quantile",), lambda v: 0 < v < 1, "must be in (0, 1)")
+    _each(config, ("adaptive_clip_learning_rate", "clipped_count_stddev"),
+          lambda v: v >= 0, "must be >= 0")
     _require(0 <= config.delta < 1, f"--delta={config.delta} must be in (0, 1)")
     _require(config.target_epsilon >= 0 and math.isfinite(config.target_epsilon),
              f"--target_epsilon={config.target_epsilon} must be a finite number > 0")

@@ -102,13 +102,17 @@ class FederatedTrainer:
     def _clients(self, round_num: int) -> np.ndarray:
         """The round's clients; also counts participations up to this round."""
         cfg = self._config
-        for r in range(self._counted_through + 1, round_num + 1):
-            chosen = sampling.select_clients(cfg.client_sampling, self.population,
-                                             cfg.clients_per_round, cfg.seed, r)
+
+        def select(r: int) -> np.ndarray:
+            return sampling.select_clients(cfg.client_sampling, self.population,
+                                           cfg.clients_per_round, cfg.seed, r)
+
+        chosen = None
+        for r in range(self._counted_through + 1, round_num + 1):  # ends at round_num
+            chosen = select(r)
             self._participations[chosen] += 1
         self._counted_through = max(self._counted_through, round_num)
-        return sampling.select_clients(cfg.client_sampling, self.population,
-                                       cfg.clients_per_round, cfg.seed, round_num)
+        return chosen if chosen is not None else select(round_num)
 
     def _privacy(self, round_num: int) -> dict:
         """epsilon after this round (PLD, and tree's RDP, on eval rounds only)."""
