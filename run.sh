@@ -3,6 +3,7 @@
 #   ./run.sh demo            a real FedAvg experiment on EMNIST (the main job)
 #   ./run.sh test [--slow]   the test suite (--slow adds the long real-data runs)
 #   ./run.sh train FLAGS     experiments/train.py with absl flags
+#   ./run.sh sweep SPEC      a grid of train.py trials from a YAML spec (configs/sweeps/)
 #   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
 #   ./run.sh bench FLAGS     speed/memory benchmark (experiments/bench.py) -> bench.json
 #   ./run.sh lint            ruff over the project
@@ -75,6 +76,11 @@ case "$cmd" in
     setup
     exec "$VENV/bin/python" -m experiments.train "$@"
     ;;
+  sweep)
+    setup
+    use_shared_emnist
+    exec "$VENV/bin/python" -m experiments.sweep "$@"
+    ;;
   bench)
     setup
     exec "$VENV/bin/python" -m experiments.bench "$@"
@@ -91,9 +97,9 @@ case "$cmd" in
     setup
     ;;
   help|-h|--help)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
-    die "unknown command '$cmd'; valid: demo, test, train, bench, privacy, lint, setup, help"
+    die "unknown command '$cmd'; valid: demo, test, train, sweep, bench, privacy, lint, setup, help"
     ;;
 esac

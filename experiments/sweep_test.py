@@ -1,0 +1,311 @@
+"""`experiments.sweep`: spec expansion and checks in-process, runs as real subprocesses.
+
+Expansion and validation need no training. The CLI cases run
+`python -m experiments.sweep` on the tiny 6-client fixture (logistic model,
+2 rounds), each trial a real `experiments.train` process: a 4-trial sweep
+that completes and then skips everything on a rerun, a sweep with a trial
+train.py rejects (recorded as failed, exit 1), a sweep refused because the
+test holds its lock, and a spec with a misspelt flag (exit 2, one line).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from analysis import runs
+from experiments import sweep
+from experiments.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_SECONDS = 240
+
+
+# ----- expansion -------------------------------------------------------------------------
+def test_grid_is_crossed_in_spec_order():
+    result = sweep.expand({"grid": {"noise_multiplier": [0.1, 0.5],
+                                    "clients_per_round": [20, 50, 100]}}, "s")
+    assert result.name == "s"
+    assert [t.varied for t in result.trials] == [
+        {"noise_multiplier": nm, "clients_per_round": k}
+        for nm in (0.1, 0.5) for k in (20, 50, 100)]
+    assert result.trials[0].name == "noise_multiplier=0.1,clients_per_round=20"
+
+
+def test_zip_rows_vary_together_and_seeds_repeat():
+    spec = {"name": "dp", "base": {"total_rounds": 3, "model": "logistic"},
+            "grid": {"noise_multiplier": [0.1, 1.0]},
+            "zip": {"clients_per_round": [10, 50], "server_learning_rate": [1.0, 2.0]},
+            "seeds": 3}
+    result = sweep.expand(spec, "ignored")
+    assert result.name == "dp"
+    assert len(result.trials) == 2 * 2 * 3
+    assert [(t.varied["noise_multiplier"], t.varied["clients_per_round"],
+             t.varied["server_learning_rate"], t.varied["seed"])
+            for t in result.trials[:6]] == [
+        (0.1, 10, 1.0, 0), (0.1, 10, 1.0, 1), (0.1, 10, 1.0, 2),
+        (0.1, 50, 2.0, 0), (0.1, 50, 2.0, 1), (0.1, 50, 2.0, 2)]
+    first = result.trials[0]
+    assert first.name == ("noise_multiplier=0.1,clients_per_round=10,"
+                          "server_learning_rate=1.0,seed=0")
+    assert first.flags == {"total_rounds": 3, "model": "logistic", **first.varied}
+    lines = first.flag_lines("/out/dp")
+    assert lines[-3:] == [f"--experiment_name={first.name}", "--root_output_dir=/out/dp",
+                          "--noprogress"]
+    assert "--seed=0" in lines and "--model=logistic" in lines
+    names = [t.name for t in result.trials]
+    assert len(set(names)) == len(names)
+    assert names == [t.name for t in sweep.expand(spec, "ignored").trials]  # stable
+
+
+def test_seed_list_and_safe_names():
+    result = sweep.expand({"grid": {"task": ["emnist_character"],
+                                    "data_dir": ["/data/a b"]}, "seeds": [7, 3]}, "s")
+    assert [t.varied["seed"] for t in result.trials] == [7, 3]
+    assert result.trials[0].name == "task=emnist_character,data_dir=_data_a_b,seed=7"
+    assert "/" not in result.trials[0].name
+    # No varied values at all: one trial.
+    assert [t.name for t in sweep.expand({"base": {"seed": 1}}, "s").trials] == ["base"]
+
+
+def test_yaml_floats_and_flagfile_are_resolved(tmp_path):
+    spec = tmp_path / "my_sweep.yaml"
+    spec.write_text("base:\n  total_rounds: 3\n  flagfile: configs/emnist_fedavg_demo.cfg\n"
+                    "grid:\n  client_learning_rate: [1e-3, 0.1]\n")
+    result = sweep.load(str(spec))
+    assert result.name == "my_sweep"
+    assert [t.varied["client_learning_rate"] for t in result.trials] == [0.001, 0.1]
+    assert result.trials[0].flags["flagfile"] == os.path.join(
+        ROOT, "configs", "emnist_fedavg_demo.cfg")
+    # The flagfile comes first, so the spec's own flags override it.
+    assert result.trials[0].flag_lines("/o")[:2] == [
+        f"--flagfile={result.trials[0].flags['flagfile']}", "--total_rounds=3"]
+
+
+def test_example_spec_expands():
+    result = sweep.load(os.path.join(ROOT, "configs", "sweeps", "femnist_dp.yaml"))
+    assert result.name == "femnist_dp"
+    assert len(result.trials) == 18
+
+
+# ----- validation ------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, needles", [
+    ({"grid": {"noise_multipler": [0.1]}}, ("grid", "noise_multipler",
+                                             "did you mean 'noise_multiplier'")),
+    ({"base": {"clients_per_rnd": 3}}, ("base", "did you mean 'clients_per_round'")),
+    ({"zip": {"clip": [1.0, 2.0], "clients_per_round": [1, 2, 3]}},
+     ("zip", "equal lengths", "clip: 2", "clients_per_round: 3")),
+    ({"grid": {"clip": []}}, ("grid.clip", "non-empty list")),
+    ({"grid": {"clip": 1.0}}, ("grid.clip", "non-empty list")),
+    ({"grid": [1, 2]}, ("grid", "mapping")),
+    ({"base": "x"}, ("base", "mapping")),
+    ({"gird": {}}, ("unknown section 'gird'", "did you mean 'grid'")),
+    ([1], ("mapping",)),
+    ({"seeds": 0}, ("seeds",)),
+    ({"seeds": 2, "grid": {"seed": [1, 2]}}, ("grid.seed", "seeds")),
+    ({"base": {"clip": 1.0}, "grid": {"clip": [2.0]}}, ("grid.clip", "already set in base")),
+    ({"grid": {"model": ["logistc"]}}, ("grid.model[0]", "did you mean 'logistic'")),
+    ({"grid": {"clients_per_round": [2.5]}}, ("clients_per_round", "integer")),
+    ({"base": {"root_output_dir": "x"}}, ("root_output_dir", "set by the sweep")),
+    ({"base": {"flagfile": "configs/nope.cfg"}}, ("flagfile", "not found")),
+    ({"name": "a/b"}, ("name",)),
+])
+def test_bad_specs_are_one_line_usage_errors(spec, needles):
+    with pytest.raises(UsageError) as info:
+        sweep.expand(spec, "s")
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_invalid_yaml_is_a_usage_error(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("grid:\n  clip: [1.0\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        sweep.load(str(spec))
+    with pytest.raises(UsageError, match="cannot read"):
+        sweep.load(str(tmp_path / "missing.yaml"))
+
+
+# ----- the CLI ---------------------------------------------------------------------------
+def _env(home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "TFF_DATA_DIR" and not k.lower().endswith("_proxy")}
+    env.update(PYTHONPATH=ROOT, HOME=home, PYTHONUNBUFFERED="1")
+    return env
+
+
+def _write_spec(path, emnist_dir: str, grid: dict, seeds=None, name: str = "tiny") -> str:
+    spec = {"name": name,
+            "base": {"data_dir": emnist_dir, "model": "logistic", "total_rounds": 2,
+                     "rounds_per_eval": 1},
+            "grid": grid}
+    if "clients_per_round" not in grid:
+        spec["base"]["clients_per_round"] = 2
+    if seeds is not None:
+        spec["seeds"] = seeds
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def _sweep(spec: str, root: str, home: str, parallel: int = 2
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", spec, f"--root_output_dir={root}",
+         f"--max_parallel={parallel}"],
+        cwd=ROOT, env=_env(home), stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=TIMEOUT_SECONDS)
+
+
+def _report(run: subprocess.CompletedProcess) -> str:
+    return f"exit {run.returncode}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+
+
+def _status(folder) -> dict:
+    with open(os.path.join(folder, sweep.STATUS_FILE)) as f:
+        return json.load(f)
+
+
+@pytest.fixture()
+def home(tmp_path) -> str:
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return str(folder)
+
+
+def test_tiny_sweep_completes_and_rerun_skips(tmp_path, emnist_dir, home):
+    spec = _write_spec(tmp_path / "tiny.yaml", emnist_dir,
+                       {"client_learning_rate": [0.1, 0.05]}, seeds=2)
+    root = str(tmp_path / "out")
+    run = _sweep(spec, root, home)
+    assert run.returncode == 0, _report(run)
+    folder = os.path.join(root, "tiny")
+    table = runs.load_sweep(folder)
+    assert len(table) == 4, _report(run)
+    assert table["complete"].all()
+    assert (table["rounds"] == 2).all()
+    assert sorted(zip(table["hp_client_learning_rate"], table["hp_seed"], strict=True)) == [
+        (0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1)]
+    assert set(table["experiment"]) == {
+        f"client_learning_rate={lr},seed={s}" for lr in (0.1, 0.05) for s in (0, 1)}
+    status = _status(folder)
+    assert status["counts"]["done"] == 4
+    assert all(t["status"] == "done" and t["exit_code"] == 0
+               for t in status["trials"].values())
+    # Progress: one line per change on a pipe, ending with all four done.
+    progress = [line for line in run.stderr.splitlines() if line.startswith("sweep tiny:")]
+    assert "2 running" in "\n".join(progress), _report(run)
+    assert progress[-1].startswith("sweep tiny: 4/4 done, 0 running, 0 failed"), _report(run)
+    # Each trial's command is reproducible from its flagfile.
+    cfg = os.path.join(folder, ".trials", "client_learning_rate=0.1,seed=0.cfg")
+    with open(cfg) as f:
+        lines = f.read().splitlines()
+    assert "--seed=0" in lines and f"--root_output_dir={folder}" in lines
+
+    started = time.monotonic()
+    again = _sweep(spec, root, home)
+    assert again.returncode == 0, _report(again)
+    assert time.monotonic() - started < 30, "the rerun should not train"
+    status = _status(folder)
+    assert status["counts"]["skipped"] == 4
+    assert "4 skipped" in again.stdout, _report(again)
+    assert "running" not in {t["status"] for t in status["trials"].values()}
+    assert "1 running" not in again.stderr and "2 running" not in again.stderr
+
+
+def test_failing_trial_is_recorded_and_others_complete(tmp_path, emnist_dir, home):
+    spec = _write_spec(tmp_path / "fail.yaml", emnist_dir,
+                       {"clients_per_round": [2, 99]}, name="fail")
+    root = str(tmp_path / "out")
+    run = _sweep(spec, root, home)
+    assert run.returncode == 1, _report(run)
+    folder = os.path.join(root, "fail")
+    trials = _status(folder)["trials"]
+    assert trials["clients_per_round=2"]["status"] == "done"
+    bad = trials["clients_per_round=99"]
+    assert bad["status"] == "failed" and bad["exit_code"] == 2
+    assert bad["last_stderr"].startswith("train: error: --clients_per_round=99")
+    assert "clients_per_round=99" in run.stdout and "failed" in run.stdout
+    table = runs.load_sweep(folder)
+    assert list(table.loc[table["complete"], "experiment"]) == ["clients_per_round=2"]
+
+
+def test_second_sweep_on_a_locked_folder_is_refused(tmp_path, emnist_dir, home):
+    spec = _write_spec(tmp_path / "locked.yaml", emnist_dir,
+                       {"client_learning_rate": [0.1]}, name="locked")
+    root = tmp_path / "out"
+    (root / "locked").mkdir(parents=True)
+    with open(root / "locked" / sweep.LOCK_FILE, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        run = _sweep(spec, str(root), home)
+    assert run.returncode == 2, _report(run)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sweep: error: another sweep"), \
+        _report(run)
+    assert not os.path.exists(root / "locked" / "client_learning_rate=0.1")
+    assert not os.path.exists(root / "locked" / sweep.STATUS_FILE)
+
+
+def test_typo_in_spec_is_one_line_exit_2(tmp_path, home):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("grid:\n  noise_multipler: [0.1, 0.5]\n")
+    run = _sweep(str(spec), str(tmp_path / "out"), home)
+    assert run.returncode == 2, _report(run)
+    assert run.stderr.strip().splitlines() == [
+        "sweep: error: grid: unknown flag 'noise_multipler'; did you mean "
+        "'noise_multiplier'?"], _report(run)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_sigterm_stops_trials_and_records_them_interrupted(tmp_path, emnist_dir, home):
+    spec = _write_spec(tmp_path / "term.yaml", emnist_dir,
+                       {"client_learning_rate": [0.1]}, name="term")
+    with open(spec) as f:
+        text = f.read().replace("total_rounds: 2", "total_rounds: 100000")
+    with open(spec, "w") as f:
+        f.write(text)
+    root = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", spec, f"--root_output_dir={root}",
+         "--max_parallel=1"],
+        cwd=ROOT, env=_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    metrics = root / "term" / "client_learning_rate=0.1" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    try:
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "no round was written", proc.poll())
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    trial = _status(root / "term")["trials"]["client_learning_rate=0.1"]
+    assert trial["status"] == "interrupted", trial
+    assert "run the same command again to resume" in stdout
+    assert not _processes_mentioning("client_learning_rate=0.1.cfg")
