@@ -250,20 +250,18 @@ def expand(spec: Any, default_name: str) -> Sweep:
         raise UsageError(f"{seen['seed']}.seed: give seeds either there or in 'seeds:'")
 
     base_values = {k: _check_value(f"base.{k}", k, v, fields, types) for k, v in base.items()}
-    grid_values: dict[str, list] = {}
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"grid.{key}: must be a non-empty list of values, got "
-                             f"{values!r}")
-        grid_values[key] = [_check_value(f"grid.{key}[{i}]", key, v, fields, types)
+    def value_lists(section: str, mapping: dict) -> dict[str, list]:
+        checked: dict[str, list] = {}
+        for key, values in mapping.items():
+            if not isinstance(values, list) or not values:
+                raise UsageError(f"{section}.{key}: must be a non-empty list of values, "
+                                 f"got {values!r}")
+            checked[key] = [_check_value(f"{section}.{key}[{i}]", key, v, fields, types)
                             for i, v in enumerate(values)]
-    zip_values: dict[str, list] = {}
-    for key, values in zipped.items():
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"zip.{key}: must be a non-empty list of values, got "
-                             f"{values!r}")
-        zip_values[key] = [_check_value(f"zip.{key}[{i}]", key, v, fields, types)
-                           for i, v in enumerate(values)]
+        return checked
+
+    grid_values = value_lists("grid", grid)
+    zip_values = value_lists("zip", zipped)
     lengths = {k: len(v) for k, v in zip_values.items()}
     if len(set(lengths.values())) > 1:
         raise UsageError("zip: lists must have equal lengths, got "
