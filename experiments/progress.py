@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from experiments import quiet_tf
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -25,7 +27,7 @@ class Progress:
         self._started = time.monotonic()
         self._bar = None
         self._enabled = enabled
-        if enabled and sys.stderr.isatty():
+        if enabled and quiet_tf.stderr_is_terminal():
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=start, unit="round",

@@ -53,6 +53,14 @@ def _import_tensorflow_quietly() -> None:
                     print(line, file=sys.stderr)
 
 
+_STATE: dict[str, bool] = {}
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the user's stderr is a terminal (also once fd 2 is our filter pipe)."""
+    return _STATE.get("terminal", os.isatty(2))
+
+
 def filter_stderr() -> None:
     """Routes fd 2 through a filter that drops the known-benign C++ lines.
 
@@ -64,6 +72,7 @@ def filter_stderr() -> None:
         return
     try:
         sys.stderr.flush()
+        _STATE["terminal"] = os.isatty(2)
         original = os.dup(2)
         read_end, write_end = os.pipe()
     except (OSError, ValueError, AttributeError):
@@ -80,6 +89,9 @@ def filter_stderr() -> None:
                 for line in lines:
                     if not _BENIGN.search(line.decode("utf-8", "replace")):
                         os.write(original, line + b"\n")
+                if pending.startswith(b"\r"):  # a progress-bar redraw: show it now
+                    os.write(original, pending)
+                    pending = b""
             if pending:
                 os.write(original, pending)
 
