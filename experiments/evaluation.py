@@ -52,11 +52,6 @@ class Evaluator:
         guess = task.naive_predictor(train_labels(task))
         self.naive_accuracy = float(np.mean(self._y == guess))
 
-    @property
-    def num_examples(self) -> int:
-        """Number of pooled test examples."""
-        return int(len(self._y))
-
     def evaluate(self, weights: Sequence[np.ndarray]) -> dict[str, float]:
         """Eval columns for the model with these (Keras-ordered) weights."""
         self._model.set_weights(list(weights))

@@ -243,20 +243,12 @@ def children(tmp_path_factory, emnist_dir, refused_proxy) -> Iterator[dict[str, 
 
 
 # ----- the script around runtime.session() -------------------------------------------
-def test_normal_exit_stops_worker(children):
-    child = children["exit"]
+@pytest.mark.parametrize("path", ["exit", "raise"])  # normal exit; exception caught
+def test_leaving_the_session_stops_worker(children, path):
+    child = children[path]
     pid = child.worker_pid()
     child.wait_for("stdout", lambda s: s == "inside alive")
     # Stopped by the session itself, while the program still runs.
-    child.wait_for("stdout", lambda s: s == "after gone")
-    assert child.finish() == 0, child.report()
-    assert _wait_worker_gone(pid)
-
-
-def test_exception_inside_session_stops_worker(children):
-    child = children["raise"]
-    pid = child.worker_pid()
-    child.wait_for("stdout", lambda s: s == "inside alive")
     child.wait_for("stdout", lambda s: s == "after gone")
     assert child.finish() == 0, child.report()
     assert _wait_worker_gone(pid)
