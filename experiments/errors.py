@@ -5,6 +5,7 @@ exit code 2, instead of a long TFF stack trace; `flags_parser` does the same
 for absl's own flag errors.
 """
 
+import errno
 import sys
 from collections.abc import Callable
 
@@ -16,6 +17,24 @@ class UsageError(Exception):
 def exit_code() -> int:
     """Exit status for a UsageError (the absl/argparse convention for bad usage)."""
     return 2
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def storage_error(error: OSError) -> UsageError | None:
+    """A disk-full / quota error as a one-line UsageError (None for other OSErrors).
+
+    Writes are atomic, so what was written before stays valid and the run
+    resumes from its last checkpoint once there is space.
+    """
+    if error.errno not in _NO_SPACE:
+        return None
+    where = error.filename or "the output folder"
+    return UsageError(
+        f"no space left writing {where} ({error.strerror}); free space or pass another "
+        f"--root_output_dir; rounds already written are kept and the same command "
+        f"resumes from the last checkpoint")
 
 
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:

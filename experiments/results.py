@@ -16,6 +16,7 @@ Nothing else in the project writes or parses these files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -44,11 +45,18 @@ _PACKAGES = ("tensorflow", "tensorflow-federated", "tensorflow-privacy",
 def atomic_write(path: str, data: bytes) -> None:
     """Writes `data` to `path` so that readers see the old or the new file, never half."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # disk full, killed mid-write: leave no half file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path  # name the file in the user's error line
+        raise
     _fsync_dir(os.path.dirname(path))
 
 
@@ -116,11 +124,13 @@ class Experiment:
     @classmethod
     def open(cls, root: str, name: str, config: dict, columns: Sequence[str],
              overwrite: bool = False, resumable: frozenset[str] = frozenset(),
-             data: dict | None = None) -> Experiment:
+             data: dict | None = None, defaults: dict | None = None) -> Experiment:
         """Creates the folder, or reopens it for resumption if the config matches.
 
         A different configuration under an existing name is refused unless
         `overwrite`, in which case the old folder is kept under a dated name.
+        Settings an older version did not record match when the new value is
+        their default (`defaults`), so adding a feature keeps old runs resumable.
         """
         path = os.path.join(root, name)
         hparams_path = os.path.join(path, HPARAMS)
@@ -129,7 +139,7 @@ class Experiment:
                 old = read_json(hparams_path)["config"]
             except (OSError, ValueError, KeyError):
                 old = None
-            differ = _differences(old, config, resumable)
+            differ = _differences(old, config, resumable, defaults or {})
             if differ and not overwrite:
                 raise UsageError(
                     f"{path} holds an experiment with another configuration "
@@ -178,6 +188,9 @@ class Experiment:
         write_json(hparams_path, hparams)
         if not os.path.exists(os.path.join(self.path, METRICS)):
             self._rewrite_metrics([])
+        elif (self.read_header() != self.columns
+              and set(self.read_header()) <= set(self.columns)):
+            self._rewrite_metrics(self._read_rows_as_written())  # new columns, left empty
         elif self.read_header() != self.columns:
             raise UsageError(
                 f"{self.path}/{METRICS} has columns {self.read_header()}, expected "
@@ -192,12 +205,19 @@ class Experiment:
 
     def read_rows(self) -> list[dict[str, str]]:
         """Complete rows of metrics.csv (a torn last line is ignored)."""
+        return self._complete_rows(len(self.columns))
+
+    def _read_rows_as_written(self) -> list[dict[str, str]]:
+        """Complete rows under the file's own header (before adding columns)."""
+        return self._complete_rows(len(self.read_header()))
+
+    def _complete_rows(self, width: int) -> list[dict[str, str]]:
         with open(os.path.join(self.path, METRICS), newline="") as f:
             text = f.read()
         if text and not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
         rows = list(csv.DictReader(io.StringIO(text)))
-        return [r for r in rows if None not in r and len(r) == len(self.columns)]
+        return [r for r in rows if None not in r and len(r) == width]
 
     def _rewrite_metrics(self, rows: list[dict]) -> None:
         buffer = io.StringIO()
@@ -280,11 +300,12 @@ class Experiment:
         self._writer.flush()
 
 
-def _differences(old: dict | None, new: dict, resumable: frozenset[str]) -> list[str]:
+def _differences(old: dict | None, new: dict, resumable: frozenset[str],
+                 defaults: dict) -> list[str]:
     if old is None:
         return ["hparams.json (unreadable)"]
     keys = (set(old) | set(new)) - resumable
-    return sorted(k for k in keys if old.get(k) != new.get(k))
+    return sorted(k for k in keys if old.get(k, defaults.get(k)) != new.get(k))
 
 
 # ----- reading, for analysis ---------------------------------------------------

@@ -137,10 +137,26 @@ def test_metrics_with_other_columns_is_refused(tmp_path) -> None:
     exp = _open(str(tmp_path))
     exp.append(_row(1))
     with pytest.raises(UsageError) as error:
-        _open(str(tmp_path), columns=COLUMNS + ("new_metric",))
+        _open(str(tmp_path), columns=COLUMNS[1:])
     assert "metrics.csv" in str(error.value) and "--overwrite" in str(error.value)
     # The refusal leaves the file alone.
     assert [r["round"] for r in exp.read_rows()] == ["1"]
+
+
+def test_a_newer_version_adds_columns_and_settings_and_still_resumes(tmp_path) -> None:
+    exp = _open(str(tmp_path))
+    exp.append(_row(1))
+    exp.append(_row(2))
+    newer = results.Experiment.open(
+        str(tmp_path), "exp", {**CONFIG, "new_flag": 0.5}, COLUMNS + ("new_metric",),
+        resumable=RESUMABLE, defaults={"new_flag": 0.5})
+    rows = newer.read_rows()
+    assert [r["round"] for r in rows] == ["1", "2"]
+    assert rows[1]["test_accuracy"] == str(0.2) and rows[1]["new_metric"] == ""
+    with pytest.raises(UsageError, match="new_flag"):  # a non-default value differs
+        results.Experiment.open(str(tmp_path), "exp", {**CONFIG, "new_flag": 0.7},
+                                COLUMNS + ("new_metric",), resumable=RESUMABLE,
+                                defaults={"new_flag": 0.5})
 
 
 # ----- checkpoints -------------------------------------------------------------
