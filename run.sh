@@ -4,8 +4,13 @@
 #   ./run.sh test [--slow]   the test suite (--slow adds the long real-data runs)
 #   ./run.sh train FLAGS     experiments/train.py with absl flags
 #   ./run.sh sweep SPEC      a grid of train.py trials from a YAML spec (configs/sweeps/)
+#   ./run.sh report DIR      a sweep's report: DIR/report.md with tables and PNG plots
+#   ./run.sh table NAME      a paper table (configs/papers/NAME.yaml); --run runs it first
 #   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
 #   ./run.sh bench FLAGS     speed/memory benchmark (experiments/bench.py) -> bench.json
+#                            (--flower adds Flower side by side, installing .venv-flower)
+#   ./run.sh setup_flower    Flower's own venv .venv-flower (requirements-flower.txt)
+#   ./run.sh audit FLAGS     memorisation audit: canary exposure, non-DP vs DP run
 #   ./run.sh lint            ruff over the project
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -55,6 +60,22 @@ use_shared_emnist() {
   echo "run.sh: using FEMNIST-300 from ../shared/data (report it as FEMNIST-300)" >&2
 }
 
+# --- Flower, for the side-by-side benchmark only (experiments/flower_peer.py) ---
+# Its own venv, so flwr's grpcio/protobuf pins never touch .venv.
+setup_flower() {
+  local venv="$ROOT/.venv-flower" stamp
+  stamp=$(sha256sum requirements-flower.txt | cut -d' ' -f1)
+  if [ -f "$venv/.installed" ] && [ "$(cat "$venv/.installed")" = "$stamp" ]; then
+    return
+  fi
+  echo "run.sh: installing Flower into .venv-flower (first use only, a few minutes)" >&2
+  [ -x "$venv/bin/python" ] || "$PYTHON_BIN" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r requirements-flower.txt
+  echo "$stamp" > "$venv/.installed"
+}
+# --- end Flower ---
+
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -81,13 +102,31 @@ case "$cmd" in
     use_shared_emnist
     exec "$VENV/bin/python" -m experiments.sweep "$@"
     ;;
+  report)
+    setup
+    exec "$VENV/bin/python" -m analysis.report "$@"
+    ;;
+  table)
+    setup
+    use_shared_emnist
+    exec "$VENV/bin/python" -m analysis.tables "$@"
+    ;;
   bench)
     setup
+    use_shared_emnist
+    for a in "$@"; do
+      case "$a" in --flower|--flower=true|--flower=1) setup_flower ;; esac
+    done
     exec "$VENV/bin/python" -m experiments.bench "$@"
     ;;
   privacy)
     setup
     exec "$VENV/bin/python" -m experiments.privacy_plan "$@"
+    ;;
+  audit)
+    setup
+    use_shared_emnist
+    exec "$VENV/bin/python" -m experiments.audit "$@"
     ;;
   lint)
     setup
@@ -96,10 +135,13 @@ case "$cmd" in
   setup)
     setup
     ;;
+  setup_flower)
+    setup_flower
+    ;;
   help|-h|--help)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
     ;;
   *)
-    die "unknown command '$cmd'; valid: demo, test, train, sweep, bench, privacy, lint, setup, help"
+    die "unknown command '$cmd'; valid: demo, test, train, sweep, report, table, bench, privacy, audit, lint, setup, setup_flower, help"
     ;;
 esac

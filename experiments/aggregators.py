@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from experiments import compression, robust
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 
@@ -30,14 +31,25 @@ def _local_privatizer(value_type, clip: float, stddev: float):
 class LocalGaussianFactory(tff.aggregators.UnweightedAggregationFactory):
     """Local DP: each client clips its update to `clip` and adds N(0, (z*clip)^2)
     to every coordinate before it leaves the client; the server averages what
-    arrives and never sees an un-noised update."""
+    arrives and never sees an un-noised update. `inner` (an unweighted mean
+    factory, e.g. a compressed one) replaces the plain mean after the noise."""
 
-    def __init__(self, clip: float, noise_multiplier: float):
+    def __init__(self, clip: float, noise_multiplier: float, inner=None):
         self._clip = clip
         self._stddev = noise_multiplier * clip
+        self._inner = inner
 
     def create(self, value_type) -> tff.templates.AggregationProcess:
         privatize = _local_privatizer(value_type, self._clip, self._stddev)
+        if self._inner is not None:
+            inner = self._inner.create(value_type)
+
+            @tff.federated_computation(inner.initialize.type_signature.result,
+                                       tff.FederatedType(value_type, tff.CLIENTS))
+            def noised_then_inner(state, value):
+                return inner.next(state, tff.federated_map(privatize, value))
+
+            return tff.templates.AggregationProcess(inner.initialize, noised_then_inner)
 
         @tff.federated_computation()
         def init_fn():
@@ -73,6 +85,29 @@ def _adaptive(config: ExperimentConfig):
             f"--clients_per_round, or lower --noise_multiplier") from None
 
 
+def _compressed(config: ExperimentConfig):
+    """Compressed mean (experiments.compression), after local DP noise if --dp=local.
+
+    Weighted algorithms weight each update before it is encoded (TFF's
+    MeanFactory); the weight itself travels as one float32.
+    """
+    weighted = config.algorithm != "fedavg_unweighted"
+    if config.compression == "tff":
+        reference = tff.learning.compression_aggregator(
+            zeroing=False, clipping=False, weighted=weighted)
+        mean = reference
+    else:
+        method = compression.Method(config.compression, bits=config.quantization_bits,
+                                    keep_fraction=config.keep_fraction, rank=config.rank)
+        summed = compression.CompressedSumFactory(method, config.seed)
+        mean = (tff.aggregators.MeanFactory(value_sum_factory=summed) if weighted
+                else tff.aggregators.UnweightedMeanFactory(value_sum_factory=summed))
+    if config.dp == "local":
+        return LocalGaussianFactory(float(config.clip),
+                                    float(config.noise_multiplier), inner=mean)
+    return mean
+
+
 def build(config: ExperimentConfig, weight_specs=None):
     """The aggregation factory for the config, or None for TFF's default mean.
 
@@ -80,6 +115,10 @@ def build(config: ExperimentConfig, weight_specs=None):
     """
     dp = tff.aggregators.DifferentiallyPrivateFactory
     z, clip = float(config.noise_multiplier), float(config.clip)  # TFF wants floats
+    if config.compression != "none":
+        return _compressed(config)
+    if config.aggregator != "mean":  # robust or secure (experiments.robust)
+        return robust.factory(config)
     if config.dp == "none":
         return None
     if config.dp == "fixed":

@@ -81,6 +81,15 @@ flags.DEFINE_integer("memory_round_b", 500,
 flags.DEFINE_integer("memory_dp_cohort", 10, "Cohort size of the memory and DP runs.")
 flags.DEFINE_string("output", "bench.json",
                     "JSON results file; the markdown table goes beside it as .md.")
+# --- Flower side by side (experiments/flower_bench.py, experiments/flower_peer.py) ---
+flags.DEFINE_bool("flower", False, "Also run the cohort under Flower's simulation engine "
+                  "(Ray backend, Keras clients) and report speedup_vs_flower.")
+flags.DEFINE_string("flower_python", "", "Python of Flower's venv (default: "
+                    ".venv-flower/bin/python, installed by ./run.sh setup_flower).")
+flags.DEFINE_integer("flower_cohort", 10, "Cohort size of the Flower comparison.")
+flags.DEFINE_float("flower_cpus_per_client", 1.0,
+                   "Ray CPUs per Flower virtual client (1: two at a time on two cores).")
+flags.DEFINE_integer("flower_timeout", 3600, "Seconds before the Flower run is stopped.")
 
 FLAGS = flags.FLAGS
 
@@ -97,6 +106,10 @@ class Settings:
     memory_round_b: int
     memory_dp_cohort: int
     output: str
+    flower_python: str = ""  # empty: no Flower comparison
+    flower_cohort: int = 10
+    flower_cpus_per_client: float = 1.0
+    flower_timeout: int = 3600
 
     @property
     def markdown_path(self) -> str:
@@ -142,11 +155,26 @@ def settings_from_flags() -> Settings:
     folder = os.path.dirname(os.path.abspath(output))
     _require(os.path.isdir(folder) and os.access(folder, os.W_OK),
              f"--output={output}: folder {folder} does not exist or is not writable")
+    flower_python = ""
+    if FLAGS.flower:
+        from experiments import flower_bench
+
+        flower_python = flower_bench.check_python(
+            FLAGS.flower_python or flower_bench.DEFAULT_PYTHON)
+        _require(FLAGS.flower_cohort >= 1,
+                 f"--flower_cohort={FLAGS.flower_cohort} must be a positive integer")
+        _require(FLAGS.flower_cpus_per_client > 0,
+                 f"--flower_cpus_per_client={FLAGS.flower_cpus_per_client} must be > 0")
+        _require(FLAGS.flower_timeout >= 1,
+                 f"--flower_timeout={FLAGS.flower_timeout} must be a positive integer")
     return Settings(data_dir=FLAGS.data_dir, cohorts=tuple(sorted(set(cohorts))),
                     warmup_rounds=FLAGS.warmup_rounds, rounds=FLAGS.rounds,
                     memory_round_a=FLAGS.memory_round_a if FLAGS.memory_round_b else 0,
                     memory_round_b=FLAGS.memory_round_b,
-                    memory_dp_cohort=FLAGS.memory_dp_cohort, output=output)
+                    memory_dp_cohort=FLAGS.memory_dp_cohort, output=output,
+                    flower_python=flower_python, flower_cohort=FLAGS.flower_cohort,
+                    flower_cpus_per_client=FLAGS.flower_cpus_per_client,
+                    flower_timeout=FLAGS.flower_timeout)
 
 
 # ----- data -------------------------------------------------------------------------
@@ -518,14 +546,126 @@ def measure_dp(task: Any, data_dir: str, population: int, cohort: int, warmup: i
     }
 
 
-def measure_compression(*_: Any) -> dict:
-    """Placeholder: compression of client updates does not exist yet.
+def measure_flower(task: Any, data_dir: str, settings: Settings) -> dict:
+    """The cohort under Flower's simulation engine, then under ours, back to back.
 
-    When `experiments.aggregators` gains a compression mechanism, measure it
-    here like `measure_dp` (interleaved rounds with and without it at the
-    same cohort) and return its `overhead_ratio`.
+    Same model and initial weights, same clients in the same rounds, same
+    local epochs, batch size and learning rate; medians over the rounds after
+    the warm-up ones. `speedup_vs_flower` = Flower's median / ours.
     """
-    return {"overhead_ratio": None, "note": "not measured: no compression mechanism yet"}
+    from experiments import flower_bench
+    from experiments.federated import FederatedTrainer
+
+    cohort, warmup, rounds = settings.flower_cohort, settings.warmup_rounds, settings.rounds
+    config = _config(data_dir, clients_per_round=cohort)
+    with tempfile.TemporaryDirectory(prefix="bench-flower-") as tmp:
+        data = os.path.join(tmp, "peer.npz")
+        flower_bench.write_peer_data(data, task, config, warmup + rounds, warmup)
+        _progress(f"Flower: {warmup + rounds} rounds at cohort {cohort} "
+                  f"(Ray start-up first; this takes a few minutes)")
+        log = os.path.splitext(settings.output)[0] + ".flower.log"
+        flower = flower_bench.run_peer(settings.flower_python, data,
+                                       os.path.join(tmp, "flower.json"), log,
+                                       settings.flower_timeout,
+                                       settings.flower_cpus_per_client)
+    trainer = FederatedTrainer(config, task)
+    state = trainer.initial_state()
+    ours: list[float] = []
+    examples: list[int] = []
+    for round_num in range(1, warmup + rounds + 1):
+        began = time.perf_counter()
+        state, row = trainer.run_round(state, round_num)
+        ours.append(time.perf_counter() - began)
+        examples.append(int(row["train_examples"]))
+    ours_median = _median(ours[warmup:])
+    theirs = flower.get("median_round_seconds")
+    return {
+        "cohort": cohort, "warmup_rounds": warmup, "rounds": rounds,
+        "flower": flower,
+        "flower_round_seconds": theirs,
+        "our_round_seconds": ours_median,
+        "our_round_seconds_all": ours,
+        "speedup_vs_flower": theirs / ours_median if theirs and ours_median else None,
+        "same_examples_as_flower": flower.get("round_examples") == examples,
+    }
+
+
+COMPRESSION_METHODS = (("quantize", {"quantization_bits": 8}),
+                       ("rotate_quantize", {"quantization_bits": 2}),
+                       ("random_mask", {"keep_fraction": 0.05}),
+                       ("low_rank", {"rank": 8}))
+
+
+def _codec_seconds(method: Any, shapes: list[tuple[int, ...]], repeats: int = 5) -> float:
+    """Median seconds of one client's encode + the server's decode, compiled."""
+    import tensorflow as tf
+
+    from experiments import compression
+
+    rng = np.random.default_rng(0)
+    update = [tf.constant(rng.normal(size=s).astype(np.float32) * 1e-2) for s in shapes]
+
+    @tf.function
+    def codec(round_seed):
+        payload = compression.encode(method, update, round_seed)
+        return compression.decode(method, payload, shapes, round_seed)
+
+    codec(tf.constant(0))  # trace
+    seconds = []
+    for r in range(1, repeats + 1):
+        began = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), codec(tf.constant(r)))
+        seconds.append(time.perf_counter() - began)
+    return _median(seconds)
+
+
+def measure_compression(task: Any, data_dir: str, cohort: int, warmup: int,
+                        rounds: int) -> dict:
+    """Encode + decode cost of each compression method at `cohort` clients.
+
+    Two measures: (1) per method, a cohort's encodes and decodes of an update
+    of the model's shape (compiled, run alone) as a fraction of the median
+    plain FedAvg round; (2) whole rounds of FedAvg without and with
+    `rotate_quantize` at 2 bits, interleaved ABBA: `overhead_ratio`.
+    """
+    from experiments import compression
+    from experiments.federated import FederatedTrainer
+
+    plain_config = _config(data_dir, clients_per_round=cohort)
+    packed_config = _config(data_dir, clients_per_round=cohort,
+                            compression="rotate_quantize", quantization_bits=2)
+    arms = {"plain": FederatedTrainer(plain_config, task),
+            "compressed": FederatedTrainer(packed_config, task)}
+    states = {name: t.initial_state() for name, t in arms.items()}
+    seconds: dict[str, list[float]] = {"plain": [], "compressed": []}
+    for round_num in range(1, warmup + rounds + 1):
+        order = ("plain", "compressed") if round_num % 2 else ("compressed", "plain")
+        for name in order:
+            began = time.perf_counter()
+            states[name], _ = arms[name].run_round(states[name], round_num)
+            if round_num > warmup:
+                seconds[name].append(time.perf_counter() - began)
+        _progress(f"compression round {round_num}/{warmup + rounds} done")
+    plain, packed = _median(seconds["plain"]), _median(seconds["compressed"])
+    shapes = [tuple(w.shape) for w in task.build_model(SEED).trainable_weights]
+    methods = {}
+    for name, flags_ in COMPRESSION_METHODS:
+        method = compression.Method(name, bits=flags_.get("quantization_bits", 8),
+                                    keep_fraction=flags_.get("keep_fraction", 0.1),
+                                    rank=flags_.get("rank", 4))
+        codec = _codec_seconds(method, shapes)
+        methods[name] = {**flags_, "codec_seconds_per_client": codec,
+                         "fraction_of_round": cohort * codec / plain if plain else None}
+    return {
+        "cohort": cohort, "median_round_seconds_plain": plain,
+        "median_round_seconds_rotate_quantize_2bit": packed,
+        "overhead_ratio": packed / plain if plain else None,
+        "max_codec_fraction_of_round": max(
+            (m["fraction_of_round"] for m in methods.values()
+             if m["fraction_of_round"] is not None), default=None),
+        "methods": methods,
+        "round_seconds_plain": seconds["plain"], "round_seconds_compressed": seconds["compressed"],
+    }
 
 
 # ----- machine and output -------------------------------------------------------------
@@ -608,8 +748,20 @@ def markdown(result: dict) -> str:
         lines.append("| memory growth (%) | skipped |")
     lines += [f"| DP overhead ratio (fixed clip, z=1, cohort {dp['cohort']}) | "
               f"{_fmt(result['dp_overhead_ratio'], '.2f')} |",
-              f"| compression overhead ratio | "
+              f"| compression overhead ratio (rotate_quantize 2 bits, round / plain round) | "
               f"{_fmt(result['compression_overhead_ratio'], '.2f')} |"]
+    for name, m in result["compression"].get("methods", {}).items():
+        lines.append(f"| {name} encode + decode x cohort / plain round | "
+                     f"{_fmt(m['fraction_of_round'], '.3f')} |")
+    flower = result.get("flower")
+    if flower is not None:
+        c = flower["cohort"]
+        lines += [f"| Flower {flower['flower'].get('flwr', '')} simulation s/round "
+                  f"(cohort {c}, Ray, Keras clients) | "
+                  f"{_fmt(flower['flower_round_seconds'], '.3f')} |",
+                  f"| ours s/round, same clients, right after | "
+                  f"{_fmt(flower['our_round_seconds'], '.3f')} |",
+                  f"| speedup vs Flower | {_fmt(flower['speedup_vs_flower'], '.2f')} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -657,7 +809,10 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
                                        mean_client)
         dp = measure_dp(task, folder, population, settings.memory_dp_cohort,
                         settings.warmup_rounds, settings.rounds)
-        compression = measure_compression()
+        compression = measure_compression(task, folder, settings.memory_dp_cohort,
+                                          settings.warmup_rounds, settings.rounds)
+        flower = (measure_flower(task, folder, settings) if settings.flower_python
+                  else None)
         memory = None
         if settings.memory_round_b:
             memory = measure_memory(task, folder, settings.memory_dp_cohort,
@@ -690,6 +845,10 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
         "dp_overhead_ratio": dp["overhead_ratio"],
         "compression": compression,
         "compression_overhead_ratio": compression["overhead_ratio"],
+        "flower": flower,
+        "flower_round_seconds": None if flower is None else flower["flower_round_seconds"],
+        "our_round_seconds_vs_flower": None if flower is None else flower["our_round_seconds"],
+        "speedup_vs_flower": None if flower is None else flower["speedup_vs_flower"],
         "wall_seconds": time.monotonic() - began,
     }
 

@@ -55,7 +55,10 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert memory["rss_a"]["worker_mib"] > 0 and memory["rss_b"]["main_mib"] > 0
     assert _is_number(result["memory_growth_percent"])
     assert _is_number(result["dp_overhead_ratio"])
-    assert result["compression_overhead_ratio"] is None
+    assert _is_number(result["compression_overhead_ratio"])
+    methods = result["compression"]["methods"]
+    assert set(methods) == {"quantize", "rotate_quantize", "random_mask", "low_rank"}
+    assert all(_is_number(m["fraction_of_round"]) for m in methods.values())
 
     table = (tmp_path / "bench.md").read_text()
     assert "| ratio to centralised |" in table and "EMNIST (6 writers)" in table

@@ -31,7 +31,7 @@ class CentralizedTrainer:
         self._model = task.build_model(config.seed)
         self._optimizer = tf.keras.optimizers.SGD(config.client_learning_rate)
         self._loss = task.loss()
-        self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy()
+        self._metrics = task.scoring.train_metrics()
         mean_size = _mean_client_examples(task, task.config.max_elements_per_client)
         examples = config.clients_per_round * mean_size * config.client_epochs_per_round
         self.steps_per_round = max(1, int(round(examples / config.client_batch_size)))
@@ -43,7 +43,8 @@ class CentralizedTrainer:
             loss = self._loss(y, logits)
         grads = tape.gradient(loss, self._model.trainable_variables)
         self._optimizer.apply_gradients(zip(grads, self._model.trainable_variables, strict=True))
-        self._accuracy.update_state(y, logits)
+        for metric in self._metrics:
+            metric.update_state(y, logits)
         return loss, tf.shape(y)[0]
 
     def initial_state(self) -> list[np.ndarray]:
@@ -53,7 +54,8 @@ class CentralizedTrainer:
     def run_round(self, state: list[np.ndarray], round_num: int):
         """Trains steps_per_round batches drawn from a per-round seeded shuffle."""
         self._model.set_weights(state)
-        self._accuracy.reset_state()
+        for metric in self._metrics:
+            metric.reset_state()
         seed = sampling.pooled_shuffle_seed(self._config.seed, round_num)
         pooled = self._task.train_data.create_tf_dataset_from_all_clients(seed=seed)
         batches = self._task.to_batches(
@@ -64,10 +66,9 @@ class CentralizedTrainer:
             loss, n = self._step(x, y)
             total_loss += float(loss) * int(n)
             examples += int(n)
-        row = {"train_loss": total_loss / examples,
-               "train_accuracy": float(self._accuracy.result()),
-               "train_examples": examples, "clients": 0,
-               "bytes_down_per_client": 0, "bytes_up_per_client": 0}
+        row = {"train_loss": total_loss / examples, "train_examples": examples,
+               "clients": 0, "bytes_down_per_client": 0, "bytes_up_per_client": 0}
+        row.update({f"train_{m.name}": float(m.result()) for m in self._metrics})
         return self._model.get_weights(), row
 
     def model_weights(self, state: list[np.ndarray]) -> list[np.ndarray]:

@@ -11,19 +11,29 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments import communication, privacy, process, sampling
+from experiments import (
+    communication,
+    outliers,
+    participation,
+    population,
+    privacy,
+    process,
+    resources,
+    sampling,
+    split_round,
+)
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 from tasks.task import Task
 
 
 def _train_metrics(metrics) -> dict:
+    """train_loss, train_<metric> for each of the task's metrics, and examples."""
     train = metrics["client_work"]["train"]
-    return {
-        "train_loss": float(train["loss"]),
-        "train_accuracy": float(train["accuracy"]),
-        "train_examples": int(train["num_examples"]),
-    }
+    row = {f"train_{name}": float(value) for name, value in train.items()
+           if name not in ("num_examples", "num_batches")}
+    row["train_examples"] = int(train["num_examples"])
+    return row
 
 
 def _dp_measurements(metrics) -> dict:
@@ -48,7 +58,8 @@ class FederatedTrainer:
     def __init__(self, config: ExperimentConfig, task: Task):
         self._config = config
         self._task = task
-        self._client_ids = task.train_data.client_ids
+        # Non-participants never join; failed clients stop (experiments.participation).
+        self._client_ids = participation.federated_clients(config, task.train_data.client_ids)
         if config.clients_per_round > len(self._client_ids):
             raise UsageError(
                 f"--clients_per_round={config.clients_per_round} exceeds the "
@@ -56,13 +67,27 @@ class FederatedTrainer:
                 f"use at most {len(self._client_ids)}")
         self._mechanism = privacy.mechanism(config, self.population)
         self._participations = np.zeros(self.population, dtype=np.int64)
+        self._failed = participation.failed_mask(config, self.population)
         self._counted_through = 0
         self._process = process.build(config, task)
         keras_model = task.build_model(config.seed)
         self._initial_weights = tff.learning.models.ModelWeights.from_model(keras_model)
-        down, up = communication.bytes_per_client(
+        resources.check_round(
+            config.clients_per_round, [task.train_data.num_examples(c) for c in self._client_ids],
+            task.config.max_elements_per_client,
+            resources.example_bytes(*task.train_data.arrays(self._client_ids[0])),
+            sum(w.nbytes for w in keras_model.get_weights()), config.memory_budget_mb)
+        # Outlier clients and secure aggregation (experiments.outliers, .split_round).
+        self._outliers = outliers.Outliers(config, self.population,
+                                           int(keras_model.output_shape[-1]))
+        self._process = split_round.wrap(self._process, config, task, self._outliers)
+        self._traffic = communication.Traffic.for_model(
             config, self._initial_weights.trainable, self._initial_weights.non_trainable)
-        self._bytes = {"bytes_down_per_client": down, "bytes_up_per_client": up}
+        # Eligibility, dropout, stragglers, over-selection (experiments.population).
+        self._population = population.from_config(
+            config, population.examples_per_round(task, self._client_ids),
+            self._traffic.bits_down, self._traffic.bits_up)
+        self._cohorts: dict[tuple[int, int], int] = {}
 
     @property
     def population(self) -> int:
@@ -77,42 +102,48 @@ class FederatedTrainer:
     def run_round(self, state, round_num: int):
         """Runs round `round_num`; returns the new state and the round's metrics."""
         cfg = self._config
-        chosen = self._clients(round_num)
+        chosen, population_row = self._clients(round_num)
         datasets = [
-            self._task.preprocess_train(
+            self._outliers.corrupt_dataset(self._task.preprocess_train(
                 self._task.train_data.create_tf_dataset_for_client(self._client_ids[i]),
-                sampling.client_shuffle_seed(cfg.seed, round_num, i))
+                sampling.client_shuffle_seed(cfg.seed, round_num, i)), i)
             for i in chosen
         ]
-        row = {"train_examples": 0}
+        row, aggregator = {"train_examples": 0}, None
         # A Poisson round can select nobody. Central DP still runs the round: the
         # accounted release is the noised sum in every round, and an unchanged
         # model would reveal the empty cohort. Without central noise the model
         # simply stays as it is.
         if datasets or cfg.dp in ("fixed", "adaptive", "tree"):
-            output = self._process.next(state, datasets)
+            output = split_round.next_round(self._process, state, datasets, chosen, round_num)
+            aggregator = output.metrics.get("aggregator")
             state = output.state
             if datasets:
                 row = _train_metrics(output.metrics)
             row.update(_dp_measurements(output.metrics))
-        row.update(self._bytes, clients=len(chosen))
+            row.update(output.metrics.get("secagg", {}))
+        row.update(self._outliers.row(chosen), **population_row)
+        row.update(self._traffic.row(aggregator), clients=len(chosen))
         row.update(self._privacy(round_num))
         return state, row
 
-    def _clients(self, round_num: int) -> np.ndarray:
-        """The round's clients; also counts participations up to this round."""
+    def _clients(self, round_num: int) -> tuple[np.ndarray, dict]:
+        """The round's aggregated clients and population columns; also counts, up to
+        this round, participations (clients that reported) and cohorts (for privacy)."""
         cfg = self._config
 
-        def select(r: int) -> np.ndarray:
-            return sampling.select_clients(cfg.client_sampling, self.population,
-                                           cfg.clients_per_round, cfg.seed, r)
+        def select(r: int) -> population.RoundOutcome:
+            return self._population.round(r, lambda chosen: participation.surviving(
+                chosen, self._failed, r, cfg.fail_at_round))
 
-        chosen = None
+        outcome = None
         for r in range(self._counted_through + 1, round_num + 1):  # ends at round_num
-            chosen = select(r)
-            self._participations[chosen] += 1
+            outcome = select(r)
+            self._participations[outcome.reported] += 1
+            self._cohorts[outcome.cohort] = self._cohorts.get(outcome.cohort, 0) + 1
         self._counted_through = max(self._counted_through, round_num)
-        return chosen if chosen is not None else select(round_num)
+        outcome = outcome or select(round_num)
+        return outcome.completed, outcome.row()
 
     def _privacy(self, round_num: int) -> dict:
         """epsilon after this round (PLD, and tree's RDP, on eval rounds only)."""
@@ -126,6 +157,10 @@ class FederatedTrainer:
         # 1,500 rounds), so tree runs are accounted on eval rounds only.
         if eval_round or self._mechanism.kind != "tree":
             row["epsilon_rdp"] = privacy.epsilon_rdp(self._mechanism, round_num, most)
+        if (self._population.changes_cohorts and self._mechanism.sampling == "uniform"
+                and self._mechanism.kind in ("fixed", "adaptive")):
+            # Uniform rounds of k_t of n_t eligible (experiments.population).
+            row["epsilon_rdp"] = privacy.epsilon_rdp_cohorts(self._mechanism, self._cohorts)
         if eval_round:
             row["epsilon_pld"] = privacy.epsilon_pld(self._mechanism, round_num, most)
         return row

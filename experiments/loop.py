@@ -11,15 +11,39 @@ import time
 from typing import Protocol
 
 from experiments import results
-from experiments.evaluation import EVAL_COLUMNS, Evaluator
+from experiments.evaluation import Evaluator, eval_columns
 from experiments.progress import Progress
+from tasks.scoring import Scoring
 
 TRAIN_COLUMNS = (
-    "round", "train_loss", "train_accuracy", "train_examples", "clients",
+    "round", "train_loss", "train_examples", "clients",
     "bytes_down_per_client", "bytes_up_per_client", "round_seconds",
 )
 PRIVACY_COLUMNS = ("epsilon_rdp", "epsilon_pld", "dp_clip")
-COLUMNS = TRAIN_COLUMNS + PRIVACY_COLUMNS + EVAL_COLUMNS + ("eval_seconds",)
+# Outlier clients and secure aggregation's cost (experiments.outliers, .split_round).
+SECAGG_COLUMNS = ("outlier_clients", "secagg_survivors", "secagg_bits_up_per_client",
+                  "secagg_extra_bits_up_per_client", "secagg_messages")
+# Exact per-client traffic (experiments.communication); bytes_* stay in TRAIN_COLUMNS.
+COMMUNICATION_COLUMNS = ("bits_down_per_client", "bits_up_per_client", "compression_factor")
+# Eligible / selected / reporting clients and simulated round time (experiments.population).
+POPULATION_COLUMNS = ("eligible", "selected", "completed", "dropped", "late",
+                      "sim_round_seconds")
+# Task-independent columns; each feature module adds its tuple here.
+COLUMNS = (TRAIN_COLUMNS + PRIVACY_COLUMNS + COMMUNICATION_COLUMNS + SECAGG_COLUMNS
+           + POPULATION_COLUMNS)
+
+
+def columns(scoring: Scoring | None = None, extra_eval: tuple[str, ...] = ()) -> list[str]:
+    """All metrics.csv columns for a task's scoring (default: classification).
+
+    Training metrics of the task follow train_loss (train_accuracy, train_rmse,
+    ...); its eval columns (test_*, fed_test_*, naive_*, then `extra_eval`, e.g.
+    personalisation's when enabled) come last.
+    """
+    scoring = scoring or Scoring()
+    train = ("round", "train_loss") + tuple(f"train_{m}" for m in scoring.train_metric_names)
+    rest = tuple(c for c in COLUMNS if c not in train)
+    return list(train + rest + eval_columns(scoring) + tuple(extra_eval) + ("eval_seconds",))
 
 
 class Trainer(Protocol):
@@ -51,7 +75,8 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
         experiment.write_summary(final)  # a kill may have come just before it
         return final
     experiment.clear_summary()
-    progress = Progress(total_rounds, start, show_progress)
+    metric = getattr(evaluator, "primary_column", "test_accuracy")
+    progress = Progress(total_rounds, start, show_progress, metric)
     try:
         for round_num in range(start + 1, total_rounds + 1):
             began = time.monotonic()
@@ -66,7 +91,7 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
             experiment.log_scalars(round_num, row)
             if round_num % rounds_per_checkpoint == 0 or round_num == total_rounds:
                 experiment.save_checkpoint(round_num, trainer.to_arrays(state))
-            progress.update(round_num, row.get("test_accuracy"))
+            progress.update(round_num, row.get(metric))
     finally:
         progress.close()
     final = _final_row(experiment.read_rows())
@@ -76,7 +101,7 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
 
 def _final_row(rows: list[dict]) -> dict:
     """The last eval row, with values parsed back to numbers."""
-    evals = [r for r in rows if r.get("test_accuracy")]
+    evals = [r for r in rows if r.get("test_loss")]
     if not evals:
         return {}
     return {k: float(v) if v not in ("", None) else None for k, v in evals[-1].items()}

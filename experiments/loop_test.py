@@ -185,7 +185,7 @@ class _FakeEvaluator:
 
 def _fake_run(root: str, total: int, crash_at: int | None = None,
               every_eval: int = 3, every_checkpoint: int = 4):
-    experiment = results.Experiment.open(root, "fake", {"total": "n/a"}, loop.COLUMNS,
+    experiment = results.Experiment.open(root, "fake", {"total": "n/a"}, loop.columns(),
                                          resumable=frozenset({"total"}))
     trainer = _FakeTrainer(crash_at)
     final = loop.run(trainer, _FakeEvaluator(), experiment, total, every_eval,
@@ -248,7 +248,7 @@ def reference(emnist_dir, tmp_path_factory) -> str:
 
 def test_reference_run_is_complete_and_consistent(reference: str, emnist_dir: str) -> None:
     rows = _read_csv(reference)
-    assert list(rows[0]) == list(loop.COLUMNS)
+    assert list(rows[0]) == list(loop.columns())
     assert _rounds(rows) == list(range(1, TOTAL + 1))
     for row in rows:
         is_eval = int(row["round"]) % BASE["rounds_per_eval"] == 0
@@ -350,7 +350,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     log_path = str(tmp_path / "train.log")
     with open(log_path, "wb") as log:
         killed_at = _run_until_killed(command, env, folder, log)
-    experiment = results.Experiment(folder, loop.COLUMNS)
+    experiment = results.Experiment(folder, loop.columns())
     assert results.load_summary(folder) is None
     assert 3 <= killed_at < TOTAL
     assert max(experiment.checkpoint_rounds(), default=0) < len(experiment.read_rows())

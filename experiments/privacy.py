@@ -224,3 +224,53 @@ def resolve(config, population: int):
         z = calibrate(m, config.total_rounds, config.target_epsilon)
         m = dataclasses.replace(m, noise_multiplier=z)
     return dataclasses.replace(config, delta=m.delta, noise_multiplier=m.noise_multiplier)
+
+
+# ----- Populations (experiments.population): rounds of varying cohorts ---------
+# With --availability or --over_selection a uniform round samples k_t of the
+# n_t clients eligible in that round (not K of N). The eligible set is seeded,
+# independent of the data, so given it the round is a subsampled Gaussian on
+# (n_t, k_t); a client not eligible is not touched. Dropout, deadlines and
+# aggregating only the first K reports keep a subset of the selected clients;
+# replacing one client still moves the aggregated sum by at most 2 x clip, so
+# (n_t, k_t) with the selected k_t stays an upper bound.
+_COHORT_GRID_STEPS = 8
+
+
+def cohort_bucket(population: int, eligible: int) -> int:
+    """The largest floor(N * 2^(-j/8)) <= eligible: the accounted cohort source.
+
+    Rounding n_t down raises the sampling fraction k/n, which the subsampled
+    Gaussian's RDP bound grows with, so the bound stays conservative while
+    only a few distinct (n, k) need the (seconds-long) RDP computation.
+    """
+    j = 0
+    while (bucket := math.floor(population * 2 ** (-j / _COHORT_GRID_STEPS))) > eligible:
+        j += 1
+    return bucket
+
+
+def rdp_cohort(m: Mechanism, eligible: int, selected: int) -> np.ndarray:
+    """RDP at every order of one uniform round selecting `selected` of `eligible`."""
+    if selected == 0:
+        return np.zeros(len(_ORDERS))
+    unamplified = _rdp_one_round(dataclasses.replace(m, kind="local"))  # no sampling
+    source = cohort_bucket(m.population, eligible)
+    if source <= selected:
+        return unamplified
+    sampled = _rdp_one_round(dataclasses.replace(
+        m, population=source, clients_per_round=selected))
+    return np.minimum(sampled, unamplified)
+
+
+def epsilon_rdp_cohorts(m: Mechanism, cohorts: dict[tuple[int, int], int]) -> float:
+    """RDP epsilon of a central uniform mechanism over rounds of varying cohorts.
+
+    `cohorts` maps (eligible n_t, selected k_t) to the number of rounds with it.
+    """
+    if not any(count for (_, k), count in cohorts.items() if k):
+        return 0.0
+    if m.noise_multiplier == 0:
+        return math.inf
+    rdp = sum(count * rdp_cohort(m, n, k) for (n, k), count in cohorts.items())
+    return float(dpa.rdp.compute_epsilon(list(_ORDERS), rdp, m.delta)[0])

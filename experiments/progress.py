@@ -21,8 +21,10 @@ class Progress:
     line per eval round instead of carriage-return noise.
     """
 
-    def __init__(self, total: int, start: int, enabled: bool = True):
+    def __init__(self, total: int, start: int, enabled: bool = True,
+                 metric: str = "test_accuracy"):
         self._total = total
+        self._metric = metric
         self._done_at_start = start
         self._started = time.monotonic()
         self._bar = None
@@ -34,18 +36,18 @@ class Progress:
                              dynamic_ncols=True, file=sys.stderr)
 
     def update(self, round_num: int, accuracy: float | None) -> None:
-        """Records that `round_num` finished, with the latest test accuracy."""
+        """Records that `round_num` finished, with the latest test metric."""
         if self._bar is not None:
             self._bar.update(1)
             if accuracy is not None:
-                self._bar.set_postfix(test_acc=f"{accuracy:.4f}")
+                self._bar.set_postfix({self._metric: f"{accuracy:.4f}"})
             return
         if not self._enabled or accuracy is None:
             return
         elapsed = time.monotonic() - self._started
         per_round = elapsed / max(1, round_num - self._done_at_start)
         eta = per_round * (self._total - round_num)
-        print(f"round {round_num}/{self._total}  test_accuracy {accuracy:.4f}  "
+        print(f"round {round_num}/{self._total}  {self._metric} {accuracy:.4f}  "
               f"{per_round:.2f} s/round  ETA {_duration(eta)}", file=sys.stderr,
               flush=True)
 

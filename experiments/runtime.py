@@ -127,6 +127,7 @@ def start(max_concurrent_calls: int = -1) -> None:
         return
     import grpc
     from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.backends.test import compiler as test_compiler
     from tensorflow_federated.python.core.environments.tensorflow_frontend import (
         tensorflow_computation,
     )
@@ -165,9 +166,15 @@ def start(max_concurrent_calls: int = -1) -> None:
         executor.set_cardinalities(cardinalities)
         return executor
 
+    def _compile(comp):
+        # As TFF's test context does: secure-sum intrinsics become their plain
+        # (insecure) bodies, so `tff.learning.secure_aggregator` runs here too.
+        comp = test_compiler.replace_secure_intrinsics_with_bodies(comp)
+        return compiler.desugar_and_transform_to_native(comp)
+
     context = sync_execution_context.SyncExecutionContext(
         executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(stack_fn),
-        compiler_fn=compiler.desugar_and_transform_to_native,
+        compiler_fn=_compile,
         transform_args=tensorflow_computation.transform_args,
         transform_result=tensorflow_computation.transform_result,
     )

@@ -14,10 +14,17 @@ The spec:
     zip:                         # varied together (lists of equal length)
       clients_per_round: [10, 50]
       clip: [0.5, 1.0]
+    random:                      # `count` samples, each drawn for every flag below
+      count: 4
+      seed: 0                    # seeds the sampler (not training; see seeds:)
+      client_learning_rate: {loguniform: [0.001, 1.0]}   # log-uniform in [low, high)
+      clip: {uniform: [0.1, 1.0]}                        # uniform in [low, high)
+      model: {choice: [2nn, cnn]}                        # one of the values
+      client_batch_size: {int: [10, 50]}                 # integer in [low, high]
     seeds: 3                     # repeats (--seed=0,1,2), or a list: [3, 7]
 
-Trials are grid x zip-rows x seeds, in a fixed order, each named after its
-varied values (`noise_multiplier=0.1,clients_per_round=10,clip=0.5,seed=0`)
+Trials are grid x zip-rows x random samples x seeds, in a fixed order, each
+named after its varied values (`noise_multiplier=0.1,clients_per_round=10,clip=0.5,seed=0`)
 and written to `<root_output_dir>/<name>/<trial>/` in the one results layout.
 Each trial's flags go to `<root>/<name>/.trials/<trial>.cfg`, so
 `python -m experiments.train --flagfile=<that file>` reproduces it; its
@@ -29,6 +36,17 @@ recorded in `<root>/<name>/sweep_status.json` (exit code, last stderr line)
 while the others go on. Exit code: 0 if every trial succeeded, 1 if any failed,
 2 for a bad spec or a sweep already running in that folder, 130 / 143 after
 Ctrl-C / SIGTERM (running trials are stopped and recorded as interrupted).
+
+Random samples come from numpy's PCG64 seeded with `random.seed` (default 0):
+sample by sample, flag by flag in spec order, floats rounded to 6 significant
+digits (so a trial's name is its exact flag value); the same spec always
+expands to the same trials.
+
+`--launcher=ray` runs the same trials as Ray tasks (experiments/ray_launcher.py)
+on the cluster at `--ray_address` (default: a local one for this sweep), each
+reserving `--cpus_per_trial` / `--gpus_per_trial`; every task still runs
+`python -m experiments.train --flagfile=...` and writes the same folders, so
+all nodes must see the same filesystem (the checkout and the output root).
 """
 
 from __future__ import annotations
@@ -55,7 +73,9 @@ from experiments import errors
 from experiments.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("name", "base", "grid", "zip", "seeds")
+SECTIONS = ("name", "base", "grid", "zip", "random", "seeds")
+DISTRIBUTIONS = ("uniform", "loguniform", "choice", "int")
+_RANDOM_DIGITS = 6
 # Set by the sweep for every trial; a spec may not choose them.
 RESERVED = ("experiment_name", "root_output_dir")
 STATUS_FILE = "sweep_status.json"
@@ -75,6 +95,15 @@ if "root_output_dir" not in _FLAGS:
                         "Root folder; trials go to <root_output_dir>/<sweep name>/.")
 flags.DEFINE_integer("max_parallel", max(1, (os.cpu_count() or 1) // 2),
                      "Trials run at once (default: half the CPUs).", lower_bound=1)
+flags.DEFINE_enum("launcher", "local", ["local", "ray"],
+                  "local: trials are subprocesses here; ray: Ray tasks on a cluster.")
+flags.DEFINE_string("ray_address", "",
+                    "--launcher=ray: cluster address ('auto', 'HOST:PORT'); empty starts "
+                    "a local cluster for this sweep.")
+flags.DEFINE_float("cpus_per_trial", 1.0, "--launcher=ray: CPUs each trial reserves.",
+                   lower_bound=0.0)
+flags.DEFINE_float("gpus_per_trial", 0.0, "--launcher=ray: GPUs each trial reserves.",
+                   lower_bound=0.0)
 
 
 # ----- the spec ------------------------------------------------------------------------
@@ -212,6 +241,96 @@ def _seeds(value: Any) -> list[int]:
     raise UsageError(f"seeds: must be a count or a non-empty list of integers, got {value!r}")
 
 
+def _round(value: float) -> float:
+    return float(f"{value:.{_RANDOM_DIGITS}g}")
+
+
+def _distribution(where: str, spec: Any) -> tuple[str, list]:
+    """(kind, arguments) of one `{kind: [...]}` entry of the random section."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise UsageError(f"{where}: must be one of {{uniform: [low, high]}}, "
+                         f"{{loguniform: [low, high]}}, {{int: [low, high]}}, "
+                         f"{{choice: [values]}}; got {spec!r}")
+    kind, args = next(iter(spec.items()))
+    if kind not in DISTRIBUTIONS:
+        raise UsageError(f"{where}: unknown distribution '{kind}'"
+                         f"{_suggest(str(kind), DISTRIBUTIONS)}; valid: "
+                         f"{', '.join(DISTRIBUTIONS)}")
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise UsageError(f"{where}.choice: must be a non-empty list of values")
+        return kind, args
+    if (not isinstance(args, list) or len(args) != 2
+            or any(isinstance(a, bool) or not isinstance(a, (int, float, str)) for a in args)):
+        raise UsageError(f"{where}.{kind}: must be [low, high], got {args!r}")
+    try:
+        low, high = (float(a) for a in args)
+    except ValueError:
+        raise UsageError(f"{where}.{kind}: must be two numbers, got {args!r}") from None
+    if kind == "int" and not all(float(a).is_integer() for a in (low, high)):
+        raise UsageError(f"{where}.int: must be two integers, got {args!r}")
+    if low > high or (low == high and kind != "int"):
+        raise UsageError(f"{where}.{kind}: low must be below high, got {args!r}")
+    if kind == "loguniform" and low <= 0:
+        raise UsageError(f"{where}.loguniform: low must be > 0, got {args!r}")
+    return kind, [int(low), int(high)] if kind == "int" else [low, high]
+
+
+def _draw(rng: Any, kind: str, args: list) -> Any:
+    """One value: the single place random values are drawn (see the module docstring)."""
+    if kind == "uniform":
+        return _round(rng.uniform(args[0], args[1]))
+    if kind == "loguniform":
+        return _round(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+    if kind == "int":
+        return int(rng.integers(args[0], args[1], endpoint=True))
+    return args[int(rng.integers(len(args)))]
+
+
+def random_rows(section: Any, fields: dict[str, dataclasses.Field],
+                types: dict[str, type]) -> list[dict[str, Any]]:
+    """The `count` seeded samples of a random section, each checked as a flag value."""
+    if section is None:
+        return [{}]
+    if not isinstance(section, dict):
+        raise UsageError(f"random: must be a mapping with count, seed and flag: "
+                         f"{{distribution: [...]}} entries, got {type(section).__name__}")
+    count, seed = section.get("count"), section.get("seed", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UsageError(f"random.count: must be an integer >= 1, got {count!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"random.seed: must be an integer >= 0, got {seed!r}")
+    dists = {}
+    for key, spec in section.items():
+        if key in ("count", "seed"):
+            continue
+        _check_flag("random", key, fields)
+        kind, args = _distribution(f"random.{key}", spec)
+        if kind in ("uniform", "loguniform") and types[key] is not float:
+            raise UsageError(f"random.{key}: {kind} draws numbers but --{key} is "
+                             f"{types[key].__name__}; use int or choice")
+        if kind == "int" and types[key] not in (int, float):
+            raise UsageError(f"random.{key}: int draws integers but --{key} is "
+                             f"{types[key].__name__}; use choice")
+        if kind == "choice":
+            args = [_check_value(f"random.{key}.choice[{i}]", key, v, fields, types)
+                    for i, v in enumerate(args)]
+        dists[key] = (kind, args)
+    if not dists:
+        raise UsageError("random: give at least one flag: {distribution: [...]}")
+    import numpy as np
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = []
+    for _ in range(count):
+        row = {}
+        for key, (kind, args) in dists.items():
+            value = _draw(rng, kind, args)
+            row[key] = float(value) if types[key] is float else value
+        rows.append(row)
+    return rows
+
+
 def safe_name(text: str) -> str:
     """A folder name from `text`: unsafe characters become '_', long names are hashed."""
     import hashlib
@@ -224,7 +343,7 @@ def safe_name(text: str) -> str:
 
 
 def expand(spec: Any, default_name: str) -> Sweep:
-    """Validates a parsed spec and lists its trials (grid x zip rows x seeds)."""
+    """Validates a parsed spec and lists its trials (grid x zip rows x samples x seeds)."""
     if not isinstance(spec, dict):
         raise UsageError(f"the spec must be a mapping with keys {', '.join(SECTIONS)}")
     for key in spec:
@@ -239,8 +358,12 @@ def expand(spec: Any, default_name: str) -> Sweep:
     base, grid, zipped = (_mapping(spec, s) for s in ("base", "grid", "zip"))
     seeds = _seeds(spec.get("seeds"))
 
+    random_section = spec.get("random")
+    random_keys = ({k: None for k in random_section if k not in ("count", "seed")}
+                   if isinstance(random_section, dict) else {})
     seen: dict[str, str] = {}
-    for section, mapping in (("base", base), ("grid", grid), ("zip", zipped)):
+    for section, mapping in (("base", base), ("grid", grid), ("zip", zipped),
+                             ("random", random_keys)):
         for key in mapping:
             _check_flag(section, key, fields)
             if key in seen:
@@ -268,13 +391,16 @@ def expand(spec: Any, default_name: str) -> Sweep:
                          + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
     rows = len(next(iter(zip_values.values()))) if zip_values else 1
     zip_rows = [{k: v[i] for k, v in zip_values.items()} for i in range(rows)]
+    samples = random_rows(random_section, fields, types)
 
     trials: list[Trial] = []
     by_name: dict[str, dict] = {}
     grid_combos = itertools.product(*grid_values.values())
-    for combo, zip_row, seed in itertools.product(grid_combos, zip_rows, seeds or [None]):
+    for combo, zip_row, sample, seed in itertools.product(grid_combos, zip_rows, samples,
+                                                          seeds or [None]):
         varied = dict(zip(grid_values, combo, strict=True))
         varied.update(zip_row)
+        varied.update(sample)
         if seed is not None:
             varied["seed"] = seed
         trial_name = safe_name(",".join(f"{k}={_format(v)}" for k, v in varied.items())
@@ -349,16 +475,33 @@ def _last_line(path: str) -> str:
 @dataclasses.dataclass
 class _Running:
     trial: Trial
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or anything with its poll/send_signal/wait/kill/returncode
     started: float
     err_path: str
+
+
+class LocalLauncher:
+    """Starts each trial as a subprocess of this sweep (the default launcher)."""
+
+    def start(self, command: list[str], env: dict[str, str], out_path: str,
+              err_path: str) -> subprocess.Popen:
+        """Starts one trial; the returned object is polled, signalled and waited on."""
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            return subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class Runner:
     """Runs a sweep's trials in subprocesses, at most `max_parallel` at a time."""
 
-    def __init__(self, sweep: Sweep, root: str, max_parallel: int, spec_path: str = ""):
+    def __init__(self, sweep: Sweep, root: str, max_parallel: int, spec_path: str = "",
+                 launcher: Any = None):
         self.sweep = sweep
+        self.launcher = launcher or LocalLauncher()
         self.dir = os.path.abspath(os.path.join(root, sweep.name))
         self.trials_dir = os.path.join(self.dir, TRIALS_DIR)
         self.max_parallel = max_parallel
@@ -442,11 +585,7 @@ class Runner:
         # (and stops) every trial started; the child unblocks them.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            with open(out_path, "w") as out, open(err_path, "w") as err:
-                proc = subprocess.Popen(
-                    self.command(trial), stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=err, env=env, start_new_session=True,
-                    preexec_fn=_die_with_parent)
+            proc = self.launcher.start(self.command(trial), env, out_path, err_path)
             self.running[trial.name] = _Running(trial, proc, time.monotonic(), err_path)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -580,12 +719,22 @@ def main(argv: list[str]) -> None:
         print("sweep: error: give exactly one spec file: python -m experiments.sweep "
               "SPEC.yaml [--root_output_dir=DIR] [--max_parallel=N]", file=sys.stderr)
         sys.exit(errors.exit_code())
+    launcher = None
     try:
         sweep = load(argv[1])
-        code = Runner(sweep, _FLAGS.root_output_dir, _FLAGS.max_parallel, argv[1]).run()
+        if _FLAGS.launcher == "ray":
+            from experiments import ray_launcher
+
+            launcher = ray_launcher.RayLauncher(_FLAGS.ray_address, _FLAGS.cpus_per_trial,
+                                                _FLAGS.gpus_per_trial)
+        code = Runner(sweep, _FLAGS.root_output_dir, _FLAGS.max_parallel, argv[1],
+                      launcher).run()
     except UsageError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         sys.exit(errors.exit_code())
+    finally:
+        if launcher is not None:
+            launcher.close()
     sys.exit(code)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -308,4 +310,134 @@ def test_sigterm_stops_trials_and_records_them_interrupted(tmp_path, emnist_dir,
     trial = _status(root / "term")["trials"]["client_learning_rate=0.1"]
     assert trial["status"] == "interrupted", trial
     assert "run the same command again to resume" in stdout
+    assert not _processes_mentioning("client_learning_rate=0.1.cfg")
+
+
+# ----- random search -----------------------------------------------------------------------
+_RANDOM = {"count": 3, "seed": 7,
+           "client_learning_rate": {"loguniform": [0.001, 1.0]},
+           "clip": {"uniform": [0.1, 2.0]},
+           "model": {"choice": ["2nn", "cnn", "logistic"]},
+           "client_batch_size": {"int": [5, 8]}}
+
+
+def _expected_samples(seed: int, count: int) -> list[dict]:
+    """The documented draw order, recomputed with numpy: sample by sample, flag by flag."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = []
+    for _ in range(count):
+        lr = math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
+        clip = rng.uniform(0.1, 2.0)
+        model = ["2nn", "cnn", "logistic"][int(rng.integers(3))]
+        batch = int(rng.integers(5, 9))
+        rows.append({"client_learning_rate": float(f"{lr:.6g}"),
+                     "clip": float(f"{clip:.6g}"), "model": model,
+                     "client_batch_size": batch})
+    return rows
+
+
+def test_random_section_is_seeded_and_exact():
+    spec = {"grid": {"noise_multiplier": [0.1, 1.0]}, "random": dict(_RANDOM), "seeds": 2}
+    result = sweep.expand(spec, "r")
+    samples = _expected_samples(7, 3)
+    assert len(result.trials) == 2 * 3 * 2
+    # Order: grid x random samples x seeds; every sample keeps its values across the grid.
+    expected = [{"noise_multiplier": z, **s, "seed": seed}
+                for z in (0.1, 1.0) for s in samples for seed in (0, 1)]
+    assert [t.varied for t in result.trials] == expected
+    for trial in result.trials:
+        v = trial.varied
+        assert 0.001 <= v["client_learning_rate"] < 1.0 and 0.1 <= v["clip"] < 2.0
+        assert 5 <= v["client_batch_size"] <= 8 and isinstance(v["client_batch_size"], int)
+        assert f"client_learning_rate={v['client_learning_rate']!r}" in trial.name
+    assert sweep.expand(spec, "r") == result  # reproducible
+    other = sweep.expand({**spec, "random": {**_RANDOM, "seed": 8}}, "r")
+    assert [t.varied for t in other.trials] != expected
+
+
+def test_random_int_covers_both_ends_and_default_seed_is_zero():
+    rows = sweep.random_rows({"count": 200, "client_batch_size": {"int": [1, 3]}},
+                             sweep._config_fields(), sweep._field_types())
+    assert {r["client_batch_size"] for r in rows} == {1, 2, 3}
+    again = sweep.random_rows({"count": 200, "seed": 0, "client_batch_size": {"int": [1, 3]}},
+                              sweep._config_fields(), sweep._field_types())
+    assert rows == again
+
+
+@pytest.mark.parametrize("section, words", [
+    ({"count": 2, "clip": {"gaussian": [0, 1]}}, ("random.clip", "unknown distribution",
+                                                   "uniform, loguniform, choice, int")),
+    ({"count": 2, "clip": {"uniform": [1.0, 0.5]}}, ("random.clip.uniform", "low")),
+    ({"count": 2, "clip": {"loguniform": [0.0, 1.0]}}, ("random.clip.loguniform", "> 0")),
+    ({"count": 2, "clients_per_round": {"uniform": [1, 5]}},
+     ("random.clients_per_round", "int or choice")),
+    ({"count": 0, "clip": {"uniform": [0.1, 1.0]}}, ("random.count", ">= 1")),
+    ({"clip": {"uniform": [0.1, 1.0]}}, ("random.count",)),
+    ({"count": 2, "clp": {"uniform": [0.1, 1.0]}}, ("random", "unknown flag 'clp'",
+                                                    "did you mean 'clip'")),
+    ({"count": 2, "algorithm": {"choice": ["fedavg", "fedavgg"]}}, ("random.algorithm.choice[1]",)),
+    ({"count": 2}, ("random", "at least one flag")),
+])
+def test_random_section_errors_are_one_line(section, words):
+    with pytest.raises(UsageError) as caught:
+        sweep.expand({"random": section}, "bad")
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_random_flag_also_in_grid_is_refused():
+    with pytest.raises(UsageError, match="random.clip: already set in grid"):
+        sweep.expand({"grid": {"clip": [1.0]},
+                      "random": {"count": 1, "clip": {"uniform": [0.1, 1.0]}}}, "s")
+
+
+# ----- Ray launcher ------------------------------------------------------------------------
+def test_ray_launcher_without_ray_is_one_line(monkeypatch):
+    from experiments import ray_launcher
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UsageError) as caught:
+        ray_launcher.RayLauncher("", 1.0, 0.0)
+    assert str(caught.value).startswith("--launcher=ray: the ray package is not installed")
+
+
+def _ray_processes() -> list[int]:
+    return [p for p in _processes_mentioning("raylet") + _processes_mentioning("gcs_server")
+            if p != os.getpid()]
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_the_same_trials(tmp_path, emnist_dir, home):
+    pytest.importorskip("ray")
+    before = set(_ray_processes())
+    spec = _write_spec(tmp_path / "ray.yaml", emnist_dir,
+                       {"client_learning_rate": [0.1, 0.05]}, name="rayrun")
+    root = str(tmp_path / "out")
+    run = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", spec, f"--root_output_dir={root}",
+         "--launcher=ray", "--max_parallel=2", "--cpus_per_trial=1"],
+        cwd=ROOT, env={**_env(home), "RAY_TMPDIR": str(tmp_path / "ray")},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    assert run.returncode == 0, _report(run)
+    folder = os.path.join(root, "rayrun")
+    table = runs.load_sweep(folder)
+    assert sorted(table["experiment"]) == ["client_learning_rate=0.05",
+                                           "client_learning_rate=0.1"], _report(run)
+    assert table["complete"].all() and (table["rounds"] == 2).all()
+    assert _status(folder)["counts"]["done"] == 2
+    # Same results as a local run of one of the trials (non-DP runs are deterministic).
+    local = _sweep(_write_spec(tmp_path / "local.yaml", emnist_dir,
+                               {"client_learning_rate": [0.1]}, name="local"), root, home)
+    assert local.returncode == 0, _report(local)
+    ray_metrics = runs.load_run(os.path.join(folder, "client_learning_rate=0.1"))
+    local_metrics = runs.load_run(os.path.join(root, "local", "client_learning_rate=0.1"))
+    np.testing.assert_allclose(ray_metrics["test_accuracy"].dropna(),
+                               local_metrics["test_accuracy"].dropna())
+    # The local cluster is gone with the sweep.
+    deadline = time.monotonic() + 30
+    while set(_ray_processes()) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not set(_ray_processes()) - before
     assert not _processes_mentioning("client_learning_rate=0.1.cfg")

@@ -34,23 +34,24 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
 
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
-    from experiments import loop, results, runtime
-    from experiments.centralized import CentralizedTrainer
+    from experiments import canaries, loop, participation, personalization, results, runtime
     from experiments.evaluation import Evaluator
-    from experiments.federated import FederatedTrainer
     from tasks import registry
 
     with runtime.session():
         task = registry.get(config.task, config.task_config())
+        task = canaries.insert(task, config)  # memorisation audit (--canaries)
         config = _resolve_privacy(config, len(task.train_data.client_ids))
-        trainer_cls = (CentralizedTrainer if config.algorithm == "centralized"
-                       else FederatedTrainer)
+        trainer_cls = participation.trainer_class(config.algorithm)
         trainer = trainer_cls(config, task)
         experiment = results.Experiment.open(
-            config.root_output_dir, config.name(), config.as_dict(), loop.COLUMNS,
+            config.root_output_dir, config.name(), config.as_dict(),
+            loop.columns(task.scoring, personalization.columns(
+                config.personalization_steps, task.scoring)),
             overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
-            data=task.data_summary())
-        evaluator = Evaluator(task, config.seed)
+            data=task.data_summary(), defaults=config_lib.defaults())
+        evaluator = personalization.wrap(Evaluator(task, config.seed), task, config,
+                                         experiment.path)
         final = loop.run(trainer, evaluator, experiment, config.total_rounds,
                          config.rounds_per_eval, config.rounds_per_checkpoint,
                          show_progress=config.progress)
@@ -71,13 +72,20 @@ def main(argv: list[str]) -> None:
     except errors.UsageError as e:
         print(f"train: error: {e}", file=sys.stderr)
         sys.exit(errors.exit_code())
+    except OSError as e:
+        usage = errors.storage_error(e)
+        if usage is None:
+            raise
+        print(f"train: error: {usage}", file=sys.stderr)
+        sys.exit(errors.exit_code())
     except KeyboardInterrupt:
         print("train: interrupted; run the same command again to resume",
               file=sys.stderr)
         sys.exit(130)
     if final:
-        print(f"final test accuracy {final['test_accuracy']:.4f} "
-              f"(naive baseline {final['naive_accuracy']:.4f}) after round "
+        metric = next(k[len("naive_"):] for k in final if k.startswith("naive_"))
+        print(f"final test {metric} {final['test_' + metric]:.4f} "
+              f"(naive baseline {final['naive_' + metric]:.4f}) after round "
               f"{int(final['round'])}")
     print(f"results: {os.path.abspath(path)}")
 

@@ -15,6 +15,7 @@ cases run concurrently in one module fixture and the tests read the results.
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import dataclasses
 import os
 import pathlib
@@ -81,6 +82,19 @@ CASES: dict[str, Case] = {
     "unwritable_output_root": Case(("--root_output_dir={tmp}/a_file/results",),
                                    ("--root_output_dir", "a_file")),
     "positional_argument": Case(("stray_word",), ("stray_word", "--name=value")),
+    "cohort_exceeds_memory_budget": Case(
+        ("--model=cnn", "--memory_budget_mb=1"),
+        ("--clients_per_round=2", "--memory_budget_mb=1", "GiB", "--max_elements_per_client")),
+    "dp_with_weighted_fedavg": Case(
+        ("--dp=fixed", "--noise_multiplier=1.0"), ("--dp=fixed", "fedavg_unweighted")),
+    "negative_noise_multiplier": Case(
+        ("--algorithm=fedavg_unweighted", "--dp=fixed", "--noise_multiplier=-1"),
+        ("--noise_multiplier=-1", ">= 0")),
+    "tree_without_cyclic_sampling": Case(
+        ("--algorithm=fedavg_unweighted", "--dp=tree", "--noise_multiplier=1"),
+        ("--dp=tree", "--client_sampling=cyclic")),
+    "experiment_name_with_slash": Case(("--experiment_name=a/b",),
+                                       ("--experiment_name", "plain folder name")),
     "proximal_strength_with_fedavg": Case(
         ("--algorithm=fedavg", "--proximal_strength=0.5"),
         ("--proximal_strength", "fedprox")),
@@ -214,3 +228,36 @@ def test_same_name_other_config_needs_overwrite(runs):
     assert '"seed": 0' in hparams
     assert os.path.isfile(os.path.join(folder, "summary.json"))
     assert os.listdir(run.output_root) == ["tiny"]
+
+
+def _can_mount_in_namespace() -> bool:
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_in_namespace(),
+                    reason="needs unshare and a tmpfs mount in a user+mount namespace")
+def test_disk_full_is_one_line_keeps_rows_and_resumes(workspace, emnist_dir, refused_proxy):
+    """A 400 KiB filesystem fills during checkpoints: one line, no summary, rows kept."""
+    env = _env(str(workspace / "home"), refused_proxy)
+    small = workspace / "small_disk"
+    small.mkdir()
+    args = _base_args(emnist_dir, str(small / "out"), "fixture", workspace) + [
+        "--total_rounds=40", "--rounds_per_checkpoint=1", "--rounds_per_eval=5",
+        "--experiment_name=full"]
+    script = (f"mount -t tmpfs -o size=400k tmpfs {small} && "
+              f"{{ {sys.executable} -m experiments.train {' '.join(args)}; rc=$?; "
+              f"cp -r {small}/out {workspace}/after_full; exit $rc; }}")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_SECONDS)
+    line = _error_line(Run(done.returncode, done.stdout, done.stderr, str(small / "out")))
+    assert "no space left" in line and "--root_output_dir" in line, line
+    kept = workspace / "after_full" / "full"
+    assert not (kept / "summary.json").exists()
+    assert not [p for p in kept.rglob("*") if ".tmp-" in p.name]  # no half-written file
+    with open(kept / "metrics.csv") as f:
+        rounds = [int(r["round"]) for r in csv.DictReader(f)]
+    assert rounds == list(range(1, len(rounds) + 1)) and 0 < len(rounds) < 40

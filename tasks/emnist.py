@@ -38,15 +38,12 @@ def _prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     return arrays["pixels"][..., np.newaxis], arrays["label"].astype(np.int32)
 
 
-def _majority_class(train_labels: np.ndarray) -> int:
-    return int(np.bincount(train_labels.astype(np.int64)).argmax())
-
-
 def build_task(config: TaskConfig) -> Task:
     """EMNIST character recognition with the model named by --model."""
-    if config.model not in emnist_models.MODELS:
+    model = config.model or "cnn_dropout"
+    if model not in emnist_models.MODELS:
         raise UsageError(
-            f"--model={config.model} is not an EMNIST model; valid: "
+            f"--model={model} is not a model of --task=emnist_character; valid: "
             f"{', '.join(emnist_models.MODELS)}"
         )
     path = data_files.ensure_file(config.data_dir, DATA_FILE)
@@ -57,14 +54,14 @@ def build_task(config: TaskConfig) -> Task:
         raise UsageError(
             f"{path} has no clients in its {split}_train / {split}_test splits")
     num_classes = 10 if config.only_digits else 62
-    model_builder = emnist_models.MODELS[config.model]
+    model_builder = emnist_models.MODELS[model]
     return Task(
         name="emnist_character",
         config=config,
         train_data=train,
         test_data=test,
         build_model=lambda seed: model_builder(num_classes, seed),
-        naive_predictor=_majority_class,
+        model_name=model,
         data_file=path,
-        description=f"EMNIST-{num_classes} character recognition, {config.model}",
+        description=f"EMNIST-{num_classes} character recognition, {model}",
     )

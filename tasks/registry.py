@@ -5,11 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from experiments.errors import UsageError
-from tasks import emnist
+from tasks import (
+    cmapss,
+    emnist,
+    emnist_autoencoder,
+    heatmap,
+    shakespeare,
+    stackoverflow_tag,
+    stackoverflow_word,
+)
 from tasks.task import Task, TaskConfig
 
 _BUILDERS: dict[str, Callable[[TaskConfig], Task]] = {
     "emnist_character": emnist.build_task,
+    "cmapss_rul": cmapss.build_task,
+    "heatmap": heatmap.build_task,
+    "stackoverflow_word": stackoverflow_word.build_task,
+    "stackoverflow_tag": stackoverflow_tag.build_task,
+    "shakespeare_character": shakespeare.build_task,
+    "emnist_autoencoder": emnist_autoencoder.build_task,
 }
 
 

@@ -59,3 +59,17 @@ def test_multilabel_recall_precision_auc():
     pos, neg = scores[labels == 1], scores[labels == 0]
     brute = np.mean([(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)])
     assert scoring.roc_auc(labels, scores) == pytest.approx(brute, abs=1e-12)
+
+
+def test_reconstruction_mse_mae_and_mean_image_baseline():
+    s = scoring.ReconstructionScoring()
+    y = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
+    out = np.array([[0.5, 0.5], [1.0, 0.0], [0.5, 0.0]])
+    pairs = s.per_example(y, out)
+    np.testing.assert_allclose(pairs["mse"][0], [0.25, 0.5, 0.0])
+    np.testing.assert_allclose(pairs["mae"][0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(s.naive_output(y, (2,)), [0.5, 2 / 3], rtol=1e-6)
+    keras_mse = s.train_metrics()[0]
+    keras_mse.update_state(tf.constant(y), tf.constant(out))
+    assert float(keras_mse.result()) == pytest.approx(np.mean((y - out) ** 2))
+    assert s.primary == "mse" and not s.higher_is_better

@@ -22,7 +22,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 Parser = Callable[[tf.Tensor], dict]
-Preparer = Callable[[dict], tuple[np.ndarray, np.ndarray]]
+# (x, y), or (x, y, source) where source[i] is the index of the parsed record
+# that example i came from (non-decreasing): one record may yield many
+# examples (a text snippet cut into sequences) or none.
+Preparer = Callable[[dict], tuple[np.ndarray, ...]]
 _PARSE_BATCH = 4096
 
 
@@ -94,7 +97,8 @@ def load(path: str, split_name: str, parse: Parser, prepare: Preparer
 
     `parse` turns one serialized tf.train.Example into a dict of tensors (as
     TFF's own loaders do); `prepare` turns the dict of stacked arrays into the
-    model's (x, y) arrays.
+    model's (x, y) arrays, optionally with each example's source record.
+    Clients left without examples are dropped.
     """
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
         client_ids = [row[0] for row in connection.execute(
@@ -109,5 +113,17 @@ def load(path: str, split_name: str, parse: Parser, prepare: Preparer
     if not client_ids:
         return None
     protos = [p for c in client_ids for p in grouped[c]]
-    x, y = prepare(_parse_all(protos, parse))
-    return InMemoryClientData(client_ids, x, y, [len(grouped[c]) for c in client_ids])
+    prepared = prepare(_parse_all(protos, parse))
+    records = np.array([len(grouped[c]) for c in client_ids])
+    if len(prepared) == 2:
+        x, y = prepared
+        sizes = records
+    else:
+        x, y, source = prepared
+        owner = np.repeat(np.arange(len(client_ids)), records)[np.asarray(source, np.int64)]
+        sizes = np.bincount(owner, minlength=len(client_ids))
+    kept = [i for i, n in enumerate(sizes) if n > 0]
+    if not kept:
+        return None
+    return InMemoryClientData([client_ids[i] for i in kept], x, y,
+                              [int(sizes[i]) for i in kept])

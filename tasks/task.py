@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
 import tensorflow as tf
 
+from tasks.scoring import Scoring
 from tasks.sql_client_data import InMemoryClientData
 
 SHUFFLE_BUFFER = 10_000
@@ -23,12 +23,30 @@ class TaskConfig:
     """Task-level settings shared by all tasks (the data side of the flags)."""
 
     data_dir: str | None = None
-    model: str = "cnn_dropout"
+    model: str = ""  # "": the task's default model
     only_digits: bool = False
     client_epochs_per_round: int = 1
     client_batch_size: int = 20
     max_elements_per_client: int | None = None
     eval_batch_size: int = 500
+    # Text tasks (tasks.stackoverflow_word / _tag, tasks.shakespeare).
+    vocab_size: int = 10_000
+    tag_vocab_size: int = 500
+    sequence_length: int = 0  # 0: the task's default
+    eval_split: str = "test"  # or "heldout" (stackoverflow)
+    # C-MAPSS turbofan RUL (tasks.cmapss) and the heat-map explorable (tasks.heatmap).
+    cmapss_subsets: str = "FD001,FD003"
+    cmapss_clients: int = 80
+    cmapss_engines_per_client: int = 4
+    cmapss_split_seed: int = 0
+    heatmap_grid: int = 12
+    heatmap_users: int = 24
+    heatmap_readings: int = 8
+    heatmap_spread: float = 1.5
+    heatmap_outliers: int = 0
+    heatmap_outlier_readings: int = 0
+    heatmap_location_noise: float = 0.0
+    heatmap_map_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +55,9 @@ class Task:
 
     Client data yields model-ready (x, y) examples (prepared once at load);
     every pipeline (client training, centralised training, evaluation) batches
-    them with `to_batches`. `build_model(seed)` returns an uncompiled Keras model whose
-    outputs are logits. `naive_predictor(train_labels)` is the trivial model
-    a result must beat (e.g. the majority class).
+    them with `to_batches`. `build_model(seed)` returns an uncompiled Keras model
+    (outputs are logits for classification). `scoring` gives the loss, the
+    metrics and the naive baseline a result must beat (e.g. the majority class).
     """
 
     name: str
@@ -47,7 +65,8 @@ class Task:
     train_data: InMemoryClientData
     test_data: InMemoryClientData
     build_model: Callable[[int], tf.keras.Model]
-    naive_predictor: Callable[[np.ndarray], int]
+    scoring: Scoring = dataclasses.field(default_factory=Scoring)
+    model_name: str = ""
     data_file: str = ""
     description: str = ""
 
@@ -57,6 +76,7 @@ class Task:
             return sum(data.num_examples(c) for c in data.client_ids)
 
         return {"file": self.data_file, "description": self.description,
+                "model": self.model_name, "primary_metric": self.scoring.primary,
                 "train_clients": len(self.train_data.client_ids),
                 "test_clients": len(self.test_data.client_ids),
                 "train_examples": examples(self.train_data),
@@ -76,12 +96,12 @@ class Task:
         return self.to_batches(dataset, self.config.client_batch_size)
 
     def loss(self) -> tf.keras.losses.Loss:
-        """The training loss: cross-entropy on the model's logits."""
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        """The training loss on the model's outputs."""
+        return self.scoring.loss()
 
     def metrics(self) -> list[tf.keras.metrics.Metric]:
-        """Metrics reported during federated training."""
-        return [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        """Metrics reported during training (column train_<name>)."""
+        return self.scoring.train_metrics()
 
     def input_spec(self):
         """Element spec of one training batch, as TFF's model wrapper wants it."""

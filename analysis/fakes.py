@@ -1,0 +1,33 @@
+"""Experiment folders with chosen numbers, written through experiments.results (tests).
+
+The analysis tests need sweeps whose every value is known in advance, so that
+plots and tables can be checked against numbers computed independently; these
+folders are exactly what training writes (same module, same columns), only the
+numbers are made up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from experiments import config as config_lib
+from experiments import loop, results
+
+
+def experiment(root: str, name: str, settings: dict, accuracies: Sequence[float],
+               epsilon: float = float("nan"), bytes_up: int = 4, clients: int = 5,
+               examples: int = 10, population: int = 100, complete: bool = True) -> str:
+    """One run: an eval after every round with the given test accuracies; its folder."""
+    config = config_lib.ExperimentConfig(experiment_name=name, **settings).as_dict()
+    data = {"train_clients": population, "train_examples": 1000 * population}
+    experiment = results.Experiment.open(root, name, config, loop.columns(), data=data)
+    for r, accuracy in enumerate(accuracies, start=1):
+        experiment.append({
+            "round": r, "train_loss": 2.0 / r, "train_accuracy": accuracy,
+            "train_examples": examples, "clients": clients, "bytes_down_per_client": 8,
+            "bytes_up_per_client": bytes_up, "round_seconds": 1.0,
+            "epsilon_rdp": epsilon * r / len(accuracies), "test_accuracy": accuracy,
+            "test_loss": 1.0 - accuracy, "naive_accuracy": 0.05, "eval_seconds": 0.5})
+    if complete:
+        experiment.write_summary({"round": float(len(accuracies))})
+    return experiment.path

@@ -1,0 +1,85 @@
+"""Executes an analysis notebook headless with parameters (nbclient + ipykernel).
+
+    python -m analysis.notebook_runner analysis/notebooks/tradeoffs.ipynb \
+        --sweep_dir=results/femnist_dp [--output=/tmp/tradeoffs.out.ipynb]
+
+The cell tagged `parameters` is replaced by one assigning the given values (the
+papermill convention, without papermill), the notebook runs top to bottom in a
+fresh kernel started from the checkout, and the executed copy is written to
+--output (default: beside the sweep, `<sweep_dir>/notebook/<name>`). A failing
+cell ends with a one-line error naming the notebook and the cell's error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from absl import app, flags
+
+from experiments import errors
+from experiments.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_SECONDS = 600
+
+_FLAGS = flags.FLAGS
+flags.DEFINE_string("sweep_dir", "", "The sweep folder the notebook reads (SWEEP_DIR).")
+flags.DEFINE_string("metric", "", "Metric column (METRIC; default: the task's primary).")
+flags.DEFINE_string("output", "", "Where the executed notebook goes.")
+
+
+def parameter_source(parameters: dict[str, Any]) -> str:
+    """The code of a parameters cell assigning `parameters` (repr of each value)."""
+    return "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+
+
+def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
+    """Runs the notebook with `parameters`; the executed NotebookNode (also written)."""
+    import nbclient
+    import nbformat
+
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such notebook")
+    notebook = nbformat.read(path, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    if not tagged:
+        raise UsageError(f"{path}: has no cell tagged 'parameters'")
+    tagged[0].source = "# Parameters (injected)\n" + parameter_source(parameters)
+    env_path = os.environ.get("PYTHONPATH", "")
+    if ROOT not in env_path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = ROOT + (os.pathsep + env_path if env_path else "")
+    client = nbclient.NotebookClient(notebook, timeout=TIMEOUT_SECONDS,
+                                     kernel_name="python3",
+                                     resources={"metadata": {"path": ROOT}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise UsageError(f"{path}: a cell failed: {lines[-1] if lines else e}") from None
+    finally:
+        if output:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            nbformat.write(notebook, output)
+    return notebook
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or not _FLAGS.sweep_dir:
+        print("notebook_runner: error: give one notebook and --sweep_dir=DIR",
+              file=sys.stderr)
+        sys.exit(errors.exit_code())
+    output = _FLAGS.output or os.path.join(_FLAGS.sweep_dir, "notebook",
+                                           os.path.basename(argv[1]))
+    try:
+        execute(argv[1], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
+                          "METRIC": _FLAGS.metric}, output)
+    except UsageError as e:
+        print(f"notebook_runner: error: {e}", file=sys.stderr)
+        sys.exit(errors.exit_code())
+    print(f"notebook_runner: executed {argv[1]} -> {output}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=errors.flags_parser("notebook_runner"))

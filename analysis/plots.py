@@ -1,0 +1,197 @@
+"""Trade-off plots and learning curves of a sweep, as PNG files (matplotlib, Agg).
+
+Every function takes `runs.load_sweep(...)` output, writes one PNG and returns
+a `Plot`: the file and, per line, the exact data drawn (x, y mean, 95% t-interval
+over seeds), so tests and notebooks can check what a figure shows.
+
+Lines: the points of one line differ in the setting that moves along the x
+axis (`along`); every other setting varied in the sweep makes its own line
+(e.g. accuracy vs epsilon: one line per cohort size, its points the noise
+levels). Error bars / bands are 95% Student-t intervals over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis import runs  # noqa: E402
+
+_DPI = 110
+_SIZE = (6.4, 4.4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """A written figure and the data of each of its lines (label -> DataFrame)."""
+
+    path: str
+    title: str
+    series: dict[str, pd.DataFrame]
+
+
+def label_of(key: str) -> str:
+    """A readable axis / legend name for a column ('hp_clients_per_round' -> ...)."""
+    names = {"epsilon_rdp": "epsilon (RDP)", "epsilon_pld": "epsilon (PLD)",
+             "upload_bits_per_client": "upload bits per client per round",
+             "examples_fraction": "fraction of training examples per round",
+             "population_fraction": "fraction of clients per round"}
+    return names.get(key, key.removeprefix("hp_").replace("_", " "))
+
+
+def _series_label(keys: list[str], values: tuple) -> str:
+    if not keys:
+        return "all"
+    return ", ".join(f"{k.removeprefix('hp_')}={v:g}" if isinstance(v, float)
+                     else f"{k.removeprefix('hp_')}={v}" for k, v in zip(keys, values,
+                                                                        strict=True))
+
+
+def tradeoff_series(sweep: pd.DataFrame, x: str, y: str, along: str | None = None
+                    ) -> dict[str, pd.DataFrame]:
+    """Per line: x (mean over seeds), y mean and 95% interval, seeds; sorted by x.
+
+    `along` is the setting whose values make the points of a line (default: x
+    itself when it is a setting); the other varied settings split the lines.
+    Points whose x is not finite (e.g. epsilon of a noiseless run) are dropped.
+    """
+    along = along or (x if x.startswith("hp_") else None)
+    table = runs.aggregate_seeds(sweep, [x, y] if x != y else [y])
+    split = [k for k in runs.varied_keys(sweep) if k != along]
+    out: dict[str, pd.DataFrame] = {}
+    groups = table.groupby(split, dropna=False, sort=True) if split else [((), table)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        frame = pd.DataFrame({"x": group[f"{x}_mean"].to_numpy(float),
+                              "y": group[f"{y}_mean"].to_numpy(float),
+                              "low": group[f"{y}_ci95_low"].to_numpy(float),
+                              "high": group[f"{y}_ci95_high"].to_numpy(float),
+                              "seeds": group["seeds"].to_numpy(int)})
+        frame = frame[np.isfinite(frame["x"]) & np.isfinite(frame["y"])]
+        if len(frame):
+            out[_series_label(split, values)] = frame.sort_values("x").reset_index(
+                drop=True)
+    return out
+
+
+def _save(fig: plt.Figure, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=_DPI)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def _errors(frame: pd.DataFrame) -> np.ndarray | None:
+    if frame["low"].isna().all():
+        return None
+    low = (frame["y"] - frame["low"]).fillna(0.0).clip(lower=0.0)
+    high = (frame["high"] - frame["y"]).fillna(0.0).clip(lower=0.0)
+    return np.vstack([low.to_numpy(), high.to_numpy()])
+
+
+def tradeoff(sweep: pd.DataFrame, x: str, y: str, path: str, along: str | None = None,
+             title: str = "", logx: bool = False, logy: bool = False) -> Plot:
+    """One line per configuration family: y against x with 95% error bars."""
+    series = tradeoff_series(sweep, x, y, along)
+    fig, ax = plt.subplots(figsize=_SIZE)
+    for label, frame in series.items():
+        ax.errorbar(frame["x"], frame["y"], yerr=_errors(frame), marker="o", capsize=3,
+                    label=label)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(label_of(x))
+    ax.set_ylabel(label_of(y))
+    title = title or f"{label_of(y)} vs {label_of(x)}"
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3, which="both")
+    if series and list(series) != ["all"]:
+        ax.legend(fontsize=8)
+    if not series:
+        ax.text(0.5, 0.5, "no finite points", transform=ax.transAxes, ha="center")
+    _save(fig, path)
+    return Plot(path, title, series)
+
+
+def accuracy_vs_epsilon(sweep: pd.DataFrame, path: str, metric: str = "test_accuracy",
+                        epsilon: str = "epsilon_rdp") -> Plot:
+    """Privacy / utility: the metric against epsilon (log), one line per cohort etc."""
+    return tradeoff(sweep, epsilon, metric, path, along="hp_noise_multiplier",
+                    title=f"{label_of(metric)} vs {label_of(epsilon)}", logx=True)
+
+
+def accuracy_vs_clients(sweep: pd.DataFrame, path: str, metric: str = "test_accuracy"
+                        ) -> Plot:
+    """Data: the metric against clients per round, one line per noise level etc."""
+    return tradeoff(sweep, "hp_clients_per_round", metric, path)
+
+
+def accuracy_vs_examples(sweep: pd.DataFrame, path: str, metric: str = "test_accuracy"
+                         ) -> Plot:
+    """Data: the metric against the fraction of training examples one round sees."""
+    along = "hp_clients_per_round" if "hp_clients_per_round" in runs.varied_keys(
+        sweep) else None
+    return tradeoff(sweep, "examples_fraction", metric, path, along=along)
+
+
+def epsilon_vs_clients(sweep: pd.DataFrame, path: str, epsilon: str = "epsilon_rdp"
+                       ) -> Plot:
+    """Privacy / data: epsilon against clients per round, one line per noise level."""
+    return tradeoff(sweep, "hp_clients_per_round", epsilon, path,
+                    title=f"{label_of(epsilon)} vs clients per round (fixed noise)",
+                    logy=True)
+
+
+def accuracy_vs_upload(sweep: pd.DataFrame, path: str, metric: str = "test_accuracy",
+                       along: str | None = None) -> Plot:
+    """Communication: the metric against upload bits per client per round (log)."""
+    return tradeoff(sweep, "upload_bits_per_client", metric, path, along=along, logx=True)
+
+
+def learning_curves(sweep: pd.DataFrame, path: str, metric: str = "test_accuracy") -> Plot:
+    """The metric per round, one line per configuration, band = 95% interval over seeds."""
+    curves = runs.seed_curves(sweep, metric)
+    keys = [c for c in curves.columns if c.startswith("hp_")]
+    fig, ax = plt.subplots(figsize=_SIZE)
+    series: dict[str, pd.DataFrame] = {}
+    groups = curves.groupby(keys, dropna=False, sort=True) if keys else [((), curves)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        label = _series_label(keys, values)
+        frame = pd.DataFrame({"x": group["round"].to_numpy(float),
+                              "y": group["mean"].to_numpy(float),
+                              "low": group["ci95_low"].to_numpy(float),
+                              "high": group["ci95_high"].to_numpy(float),
+                              "seeds": group["seeds"].to_numpy(int)}).sort_values("x")
+        frame = frame.reset_index(drop=True)
+        series[label] = frame
+        (line,) = ax.plot(frame["x"], frame["y"], label=label)
+        if frame["low"].notna().any():
+            ax.fill_between(frame["x"], frame["low"], frame["high"], alpha=0.2,
+                            color=line.get_color(), linewidth=0)
+    ax.set_xlabel("round")
+    ax.set_ylabel(label_of(metric))
+    title = f"{label_of(metric)} per round (band: 95% interval over seeds)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, ncol=1 if len(series) <= 6 else 2)
+    _save(fig, path)
+    return Plot(path, title, series)
+
+
+def finite(values: pd.Series) -> bool:
+    """True when a column has at least two distinct finite values (worth an axis)."""
+    x = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    x = x[np.isfinite(x)]
+    return len(np.unique(x)) > 1 and not math.isnan(x.mean())

@@ -1,0 +1,182 @@
+"""Writes a sweep's report: `./run.sh report DIR` -> DIR/report.md + DIR/plots/*.png.
+
+    python -m analysis.report results/femnist_dp [--metric=test_accuracy]
+
+The report has one table row per configuration (settings varied in the sweep,
+seeds, epsilon, the metric's mean with its 95% Student-t interval over seeds,
+best value, upload per client, wall time) and the plots that the sweep can
+support: accuracy vs epsilon (if it has finite epsilons), accuracy and epsilon
+vs clients per round (if the cohort size varies), accuracy vs the fraction of
+examples seen per round, accuracy vs upload bits (if upload varies) and the
+learning curves with bands over seeds. Everything comes from analysis.runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+
+import pandas as pd
+from absl import app, flags
+
+from analysis import plots, render, runs
+from experiments import errors
+from experiments.errors import UsageError
+
+REPORT = "report.md"
+PLOTS_DIR = "plots"
+
+_FLAGS = flags.FLAGS
+flags.DEFINE_string("metric", "", "Metric column to report (default: test_accuracy, else "
+                    "the task's first test_* metric).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What `write` produced: the markdown file, the table and the plots."""
+
+    path: str
+    table: pd.DataFrame
+    plots: list[plots.Plot]
+
+
+def primary_metric(sweep: pd.DataFrame) -> str:
+    """test_accuracy if present, else the first test_* column that is not the loss."""
+    if "test_accuracy" in sweep:
+        return "test_accuracy"
+    candidates = [c for c in sweep.columns if c.startswith("test_") and c != "test_loss"]
+    return candidates[0] if candidates else "test_loss"
+
+
+def load(folder: str) -> pd.DataFrame:
+    """The sweep's trials; a UsageError naming the folder if there are none."""
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: no such folder; give a sweep's output folder "
+                         f"(<root_output_dir>/<sweep name>)")
+    sweep = runs.load_sweep(folder)
+    if sweep.empty:
+        raise UsageError(f"{folder}: holds no experiment folders (no */hparams.json); "
+                         f"give a sweep's output folder")
+    return sweep
+
+
+def summary_table(sweep: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per configuration: settings, seeds, epsilon, metric mean and interval."""
+    columns = [metric, f"best_{metric}", "epsilon_rdp", "epsilon_pld",
+               "upload_bits_per_client", "wall_seconds", "rounds"]
+    present = [c for c in columns if c in sweep]
+    table = runs.aggregate_seeds(sweep, present)
+    keys = runs.varied_keys(sweep)
+    return table[keys + ["seeds"] + [c for c in table.columns
+                                     if c not in keys and c != "seeds"
+                                     and not c.startswith("hp_")]]
+
+
+def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
+    keys = runs.varied_keys(sweep)
+    headers = [k.removeprefix("hp_") for k in keys] + [
+        "seeds", "epsilon (RDP)", f"{metric} (mean [95% CI])", f"best {metric}",
+        "upload bits/client/round", "wall s", "rounds"]
+    rows = []
+    for _, row in table.iterrows():
+        cells = [render.setting(row[k]) for k in keys]
+        cells += [str(int(row["seeds"])),
+                  render.number(row.get("epsilon_rdp_mean", math.nan), 2),
+                  render.interval(row[f"{metric}_mean"], row[f"{metric}_ci95_low"],
+                                  row[f"{metric}_ci95_high"]),
+                  render.number(row.get(f"best_{metric}_mean", math.nan)),
+                  render.number(row.get("upload_bits_per_client_mean", math.nan), 0),
+                  render.number(row.get("wall_seconds_mean", math.nan), 0),
+                  render.number(row.get("rounds_mean", math.nan), 0)]
+        rows.append(cells)
+    right = [False] * len(keys) + [True] * 7
+    return render.markdown(headers, rows, right)
+
+
+def make_plots(sweep: pd.DataFrame, folder: str, metric: str) -> list[plots.Plot]:
+    """The plots this sweep supports, written to folder/plots/."""
+    out = os.path.join(folder, PLOTS_DIR)
+    varied = runs.varied_keys(sweep)
+    made = []
+    if "epsilon_rdp" in sweep and plots.finite(sweep["epsilon_rdp"]):
+        made.append(plots.accuracy_vs_epsilon(
+            sweep, os.path.join(out, "accuracy_vs_epsilon.png"), metric))
+    if "hp_clients_per_round" in varied:
+        made.append(plots.accuracy_vs_clients(
+            sweep, os.path.join(out, "accuracy_vs_clients.png"), metric))
+        if "epsilon_rdp" in sweep and plots.finite(sweep["epsilon_rdp"]):
+            made.append(plots.epsilon_vs_clients(
+                sweep, os.path.join(out, "epsilon_vs_clients.png")))
+    if plots.finite(sweep["examples_fraction"]):
+        made.append(plots.accuracy_vs_examples(
+            sweep, os.path.join(out, "accuracy_vs_examples.png"), metric))
+    if plots.finite(sweep["upload_bits_per_client"]):
+        made.append(plots.accuracy_vs_upload(
+            sweep, os.path.join(out, "accuracy_vs_upload.png"), metric))
+    made.append(plots.learning_curves(sweep, os.path.join(out, "learning_curves.png"),
+                                      metric))
+    return made
+
+
+def _data_line(sweep: pd.DataFrame) -> str:
+    parts = []
+    if "hp_task" in sweep:
+        parts.append("task " + ", ".join(sorted(map(str, sweep["hp_task"].unique()))))
+    population = sweep["population"].dropna().unique()
+    if len(population):
+        parts.append("population " + ", ".join(f"{int(p):,}" for p in population)
+                     + " training clients")
+    return "; ".join(parts)
+
+
+def write(folder: str, metric: str = "") -> Report:
+    """Loads the sweep in `folder` and writes folder/report.md and its plots."""
+    sweep = load(folder)
+    metric = metric or primary_metric(sweep)
+    if metric not in sweep:
+        valid = sorted(c for c in sweep.columns if c.startswith("test_"))
+        raise UsageError(f"--metric={metric}: not written by these runs; valid: "
+                         f"{', '.join(valid)}")
+    unfinished = sorted(sweep.loc[~sweep["complete"], "experiment"])
+    if len(unfinished) < len(sweep):
+        sweep = sweep[sweep["complete"]].reset_index(drop=True)
+    table = summary_table(sweep, metric)
+    made = make_plots(sweep, folder, metric)
+    name = os.path.basename(os.path.abspath(folder))
+    lines = [f"# Sweep report: {name}", "",
+             f"{len(sweep)} completed runs in {len(table)} configurations; "
+             f"{_data_line(sweep)}. Settings varied: "
+             f"{', '.join(k.removeprefix('hp_') for k in runs.varied_keys(sweep)) or 'none'}."
+             f" Final-round `{metric}` (mean over seeds, 95% Student-t interval); epsilon "
+             f"after the last round (RDP).", "",
+             _table_text(table, sweep, metric), ""]
+    if unfinished:
+        lines += [f"Not complete, left out: {', '.join(f'`{n}`' for n in unfinished)}.", ""]
+    for plot in made:
+        rel = os.path.relpath(plot.path, folder)
+        lines += [f"## {plot.title}", "", f"![{plot.title}]({rel})", ""]
+    path = os.path.join(folder, REPORT)
+    from experiments import results
+
+    results.atomic_write(path, "\n".join(lines).encode())
+    return Report(path, table, made)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        print("report: error: give exactly one sweep folder: ./run.sh report DIR "
+              "[--metric=NAME]", file=sys.stderr)
+        sys.exit(errors.exit_code())
+    try:
+        report = write(argv[1], _FLAGS.metric)
+    except UsageError as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        sys.exit(errors.exit_code())
+    print(f"report: {report.path} ({len(report.table)} configurations, "
+          f"{len(report.plots)} plots)")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=errors.flags_parser("report"))

@@ -1,0 +1,158 @@
+"""Paper tables: specs parse, cells are the right runs' numbers, markdown and LaTeX render."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis import fakes, runs, tables
+from experiments.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _spec(**overrides) -> tables.Spec:
+    raw = {"title": "T", "source": "Paper 2020, Table 1", "metric": "test_accuracy",
+           "sweeps": [{"name": "s", "grid": {"algorithm": ["fedavg", "fedsgd"]}}],
+           "rows": [{"label": "FedAvg", "match": {"algorithm": "fedavg"}, "published": 0.9},
+                    {"label": "FedSGD", "match": {"algorithm": "fedsgd"}},
+                    {"label": "naive", "match": {"algorithm": "fedavg"},
+                     "metric": "naive_accuracy"}]}
+    raw.update(overrides)
+    return tables.parse(raw, "t", "t.yaml")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables")
+    folder = str(root / "s")
+    for seed, final in enumerate((0.8, 0.9)):
+        fakes.experiment(folder, f"avg{seed}", {"algorithm": "fedavg", "seed": seed},
+                         [0.3, 0.6, final])
+    fakes.experiment(folder, "sgd0", {"algorithm": "fedsgd"}, [0.1, 0.2, 0.4, 0.65])
+    fakes.experiment(folder, "sgd_unfinished", {"algorithm": "fedsgd", "seed": 5}, [0.99],
+                     complete=False)
+    return str(root)
+
+
+def test_final_table_markdown_and_latex(results):
+    spec = _spec()
+    table = tables.render_table(spec, tables.load_results(spec, results))
+    half = stats.t.ppf(0.975, 1) * np.std([0.8, 0.9], ddof=1) / np.sqrt(2)
+    assert table.values["FedAvg"][None] == pytest.approx(0.85)
+    assert table.values["FedSGD"][None] == pytest.approx(0.65)  # unfinished run left out
+    assert table.values["naive"][None] == pytest.approx(0.05)
+    expected = ("|  | ours: test_accuracy (final) | published |\n"
+                "|---|---:|---:|\n"
+                f"| FedAvg | 0.850 [{0.85 - half:.3f}, {0.85 + half:.3f}] | 0.900 |\n"
+                "| FedSGD | 0.650 | - |\n"
+                "| naive | 0.050 [0.050, 0.050] | - |\n")  # two seeds, same value
+    assert expected in table.markdown
+    assert "Published: Paper 2020, Table 1." in table.markdown
+    assert r"\begin{tabular}{lrr}" in table.latex
+    assert r"ours: test\_accuracy (final) & published \\" in table.latex
+    assert r"FedSGD & 0.650 & - \\" in table.latex
+    assert r"\label{tab:t}" in table.latex
+
+
+def test_rounds_to_target_and_factor(results):
+    spec = _spec(statistic="rounds_to_target", target=0.6, baseline="FedSGD",
+                 rows=[{"label": "FedSGD", "match": {"algorithm": "fedsgd"}, "published": 626},
+                       {"label": "FedAvg", "match": {"algorithm": "fedavg"}, "published": 20}])
+    table = tables.render_table(spec, tables.load_results(spec, results))
+    assert table.rows == [["FedSGD", "4", "1.0x", "626", "1.0x"],
+                          ["FedAvg", "2.0", "2.0x", "20", "31.3x"]]
+    unreachable = _spec(statistic="rounds_to_target", target=0.95, baseline="FedSGD")
+    rows = tables.render_table(unreachable, tables.load_results(unreachable, results)).rows
+    assert rows[0][:3] == ["FedAvg", "> 4", "-"]
+
+
+def test_columns_split_cells_by_a_flag(tmp_path):
+    folder = str(tmp_path / "dp")
+    for z, acc in ((0.0, 0.7), (1.0, 0.4)):
+        for outliers, drop in ((0.0, 0.0), (0.01, 0.1)):
+            fakes.experiment(folder, f"z{z}o{outliers}",
+                             {"noise_multiplier": z, "outlier_fraction": outliers,
+                              "algorithm": "fedavg_unweighted", "dp": "fixed"}, [acc - drop])
+    spec = tables.parse({"sweeps": [{"name": "dp"}],
+                         "columns": {"flag": "noise_multiplier", "values": [0.0, 1.0]},
+                         "rows": [{"label": "clean", "match": {"outlier_fraction": 0.0},
+                                   "published": {0.0: 0.71}},
+                                  {"label": "outliers", "match": {"outlier_fraction": 0.01}}]},
+                        "dp", "dp.yaml")
+    table = tables.render_table(spec, tables.load_results(spec, str(tmp_path)))
+    assert table.headers == ["", "noise_multiplier=0", "noise_multiplier=0 published",
+                             "noise_multiplier=1", "noise_multiplier=1 published"]
+    assert table.rows == [["clean", "0.700", "0.710", "0.400", "-"],
+                          ["outliers", "0.600", "-", "0.300", "-"]]
+
+
+def test_regression_metric_lower_is_better(tmp_path):
+    """A C-MAPSS-style table: test_rmse, reached when it falls to the target."""
+    from experiments import results as results_lib
+
+    path = fakes.experiment(str(tmp_path / "reg"), "fed", {"algorithm": "fedavg"},
+                            [0.5, 0.5, 0.5])
+    metrics = results_lib.load_metrics(path)
+    assert "test_rmse" not in metrics  # fakes are classification; check the rule itself
+    assert runs.lower_is_better("test_rmse") and not runs.lower_is_better("test_accuracy")
+    assert tables.rounds_to_target(path, "test_loss", 0.5) == 1.0
+    assert math.isnan(tables.rounds_to_target(path, "test_loss", 0.1))
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"rows": []}, ("rows", "non-empty")),
+    ({"rows": [{"label": "a"}], "statistic": "median"}, ("statistic", "final, best")),
+    ({"rows": [{"label": "a"}], "statistic": "rounds_to_target"}, ("target",)),
+    ({"rows": [{"label": "a"}], "baseline": "b"}, ("baseline", "'b'")),
+    ({"rows": [{"label": "a", "mtach": {}}]}, ("rows[0]",)),
+    ({"rows": [{"label": "a"}], "colour": 1}, ("unknown key 'colour'",)),
+])
+def test_bad_specs_are_one_line(raw, words):
+    with pytest.raises(UsageError) as caught:
+        tables.parse(raw, "x", "configs/papers/x.yaml")
+    message = str(caught.value)
+    assert message.startswith("configs/papers/x.yaml: ") and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_unknown_flag_in_a_table_is_one_line(tmp_path):
+    spec = tables.parse({"requires_flags": ["no_such_flag"], "rows": [{"label": "a"}],
+                         "sweeps": [{"name": "s", "grid": {"no_such_flag": [1]}}]},
+                        "x", "x.yaml")
+    assert tables.missing_flags(spec) == ["no_such_flag"]
+    with pytest.raises(UsageError, match="^table x needs --no_such_flag, which this train.py"):
+        tables.run_missing(spec, str(tmp_path), 1)
+    with pytest.raises(UsageError, match=r"^table x, sweeps\[0\]: grid: unknown flag"):
+        tables.sweeps(spec)
+
+
+def test_every_shipped_spec_parses_and_expands():
+    names = sorted(f[:-5] for f in os.listdir(tables.PAPERS_DIR) if f.endswith(".yaml"))
+    assert {"mcmahan2017", "reddi2021", "fed_vs_central", "dp_outlier"} <= set(names)
+    for name in names:
+        spec = tables.load(name)
+        if not tables.missing_flags(spec):
+            assert all(s.trials for s in tables.sweeps(spec)), name
+
+
+def test_cli_renders_and_names_unknown_tables(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    bad = subprocess.run([sys.executable, "-m", "analysis.tables", "nosuch"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+    assert bad.stderr.startswith("table: error: table 'nosuch': no spec configs/papers/")
+    good = subprocess.run([sys.executable, "-m", "analysis.tables", "mcmahan2017",
+                           f"--root_output_dir={tmp_path}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    assert "| FedAvg E=5 B=10 | - | - | 20 | 31.3x |" in good.stdout
+    assert os.path.exists(tmp_path / "tables" / "mcmahan2017.tex")

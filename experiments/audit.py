@@ -1,0 +1,153 @@
+"""Memorisation audit: the same canaried training without and with DP, and each canary's exposure.
+
+    ./run.sh audit [--noise_multiplier=0.5 --clip=0.3 --total_rounds=100 ...]
+
+Trains two experiments on the same data with the same `--canaries` (see
+`experiments.canaries`): `<name>_nodp` (unweighted FedAvg, no DP) and
+`<name>_dp` (DP-FedAvg, `--dp=fixed` at `--clip` and `--noise_multiplier`),
+each a normal results folder (resumable, with metrics.csv), then loads each
+final checkpoint, computes every canary's exposure (Carlini et al. 2019) and
+writes `audit.json` and `audit.md` to `--audit_output` (default
+`<root_output_dir>/<name>/`). Defaults are chosen to be cheap (2NN, 10
+clients per round, 100 rounds); every train flag can be given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import config as config_lib
+from experiments import errors, quiet_tf
+
+config_lib.define_flags()
+flags.DEFINE_string("audit_output", "", "Folder for audit.json and audit.md (default: "
+                    "<root_output_dir>/<experiment_name or audit>/).")
+AUDIT_DEFAULTS = {"model": "2nn", "algorithm": "fedavg_unweighted", "canaries": 10,
+                  "canary_repeats": 50, "total_rounds": 100, "rounds_per_eval": 50,
+                  "clip": 0.3, "noise_multiplier": 0.5}
+for _name, _value in AUDIT_DEFAULTS.items():
+    flags.FLAGS.set_default(_name, _value)
+FLAGS = flags.FLAGS
+
+
+def arms(values: dict) -> dict[str, config_lib.ExperimentConfig]:
+    """The non-DP and DP configs of an audit, validated, from the flag values."""
+    if values["canaries"] <= 0:
+        raise errors.UsageError("--canaries must be >= 1 for an audit")
+    if values["dp"] != "none":
+        raise errors.UsageError(f"--dp={values['dp']}: the audit runs --dp=none and "
+                                f"--dp=fixed itself; leave --dp out")
+    base = config_lib.ExperimentConfig(**values)
+    name = base.experiment_name or "audit"
+    configs = {
+        "nodp": dataclasses.replace(base, dp="none", noise_multiplier=0.0,
+                                    experiment_name=f"{name}_nodp"),
+        "dp": dataclasses.replace(base, dp="fixed", experiment_name=f"{name}_dp"),
+    }
+    for config in configs.values():
+        config_lib.validate(config)
+    return configs
+
+
+def _summary(records: list[dict]) -> dict:
+    """Exposure statistics of inserted canaries and of controls."""
+    out = {}
+    for group, inserted in (("inserted", True), ("controls", False)):
+        values = np.array([r["exposure"] for r in records if r["inserted"] is inserted])
+        out[group] = {"mean": float(values.mean()), "median": float(np.median(values)),
+                      "max": float(values.max()),
+                      "rank_1": int(sum(1 for r in records if r["inserted"] is inserted
+                                        and r["rank"] == 1))}
+    return out
+
+
+def measure(path: str) -> dict:
+    """Exposures of the canaries of the experiment at `path` (its final checkpoint)."""
+    from experiments import canaries, results
+    from experiments.federated import FederatedTrainer
+    from tasks import registry
+
+    hparams = results.load_hparams(path)
+    config = config_lib.ExperimentConfig(**{
+        f.name: hparams["config"].get(f.name, f.default)
+        for f in dataclasses.fields(config_lib.ExperimentConfig)})
+    task = registry.get(config.task, config.task_config())
+    planted = canaries.canaries_of(task, config)
+    trainer = FederatedTrainer(config, canaries.insert(task, config))
+    checkpoint = results.Experiment(path, []).load_checkpoint()
+    if checkpoint is None:
+        raise errors.UsageError(f"{path} has no checkpoint to audit")
+    model = task.build_model(config.seed)
+    model.set_weights(trainer.model_weights(trainer.from_arrays(checkpoint[1])))
+    records = canaries.exposures(lambda x: model(x, training=False).numpy(),
+                                 task.train_data, planted)
+    summary = results.load_summary(path) or {}
+    return {"path": path, "round": checkpoint[0], "dp": config.dp,
+            "noise_multiplier": config.noise_multiplier, "clip": config.clip,
+            "epsilon_rdp": summary.get("epsilon_rdp"),
+            "test_accuracy": summary.get("test_accuracy"),
+            "max_exposure": float(np.log2(canaries.num_classes(task, config.seed))),
+            "exposure": _summary(records), "canaries": records}
+
+
+def report(found: dict[str, dict]) -> str:
+    """A markdown table comparing the arms."""
+    lines = ["| run | epsilon (RDP) | test accuracy | exposure inserted mean / median / max "
+             "| inserted at rank 1 | controls mean |", "|---|---|---|---|---|---|"]
+    for arm, r in found.items():
+        e = r["exposure"]
+        eps = r["epsilon_rdp"]
+        eps_text = "inf" if eps is None or not np.isfinite(eps) else f"{eps:.1f}"
+        lines.append(
+            f"| {arm} (z={r['noise_multiplier']}, clip={r['clip'] if arm == 'dp' else '-'}) "
+            f"| {eps_text} | {r['test_accuracy']:.3f} | {e['inserted']['mean']:.2f} / "
+            f"{e['inserted']['median']:.2f} / {e['inserted']['max']:.2f} | "
+            f"{e['inserted']['rank_1']} of {len(r['canaries']) // 2} | "
+            f"{e['controls']['mean']:.2f} |")
+    some = next(iter(found.values()))
+    lines.append(f"\nExposure = log2(candidates) - log2(rank), at most "
+                 f"{some['max_exposure']:.2f} bits (the image with each label is a candidate).")
+    return "\n".join(lines) + "\n"
+
+
+def audit(values: dict, output: str) -> dict:
+    """Trains both arms, measures exposure, writes audit.json and audit.md."""
+    from experiments import results, runtime, train
+
+    configs = arms(values)
+    paths = {arm: train.train(config)[0] for arm, config in configs.items()}
+    with runtime.session():
+        found = {arm: measure(path) for arm, path in paths.items()}
+    os.makedirs(output, exist_ok=True)
+    results.write_json(os.path.join(output, "audit.json"), found)
+    text = report(found)
+    results.atomic_write(os.path.join(output, "audit.md"), text.encode())
+    return {"text": text, "output": output}
+
+
+def main(argv: list[str]) -> None:
+    quiet_tf.filter_stderr()
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        print(f"audit: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        sys.exit(errors.exit_code())
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.ExperimentConfig)}
+    output = FLAGS.audit_output or os.path.join(
+        values["root_output_dir"], values["experiment_name"] or "audit")
+    try:
+        done = audit(values, output)
+    except errors.UsageError as e:
+        print(f"audit: error: {e}", file=sys.stderr)
+        sys.exit(errors.exit_code())
+    print(done["text"])
+    print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=errors.flags_parser("audit"))

@@ -1,0 +1,49 @@
+"""Tests of the memorisation audit: its two arms, and DP lowering exposure on real data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from experiments import audit, results
+from experiments import config as config_lib
+from experiments.errors import UsageError
+
+
+def _values(**changes) -> dict:
+    values = config_lib.ExperimentConfig(**audit.AUDIT_DEFAULTS).as_dict()
+    values.update(changes)
+    return values
+
+
+def test_arms_differ_only_in_dp():
+    arms = audit.arms(_values(experiment_name="x"))
+    nodp, dp = arms["nodp"], arms["dp"]
+    assert (nodp.experiment_name, dp.experiment_name) == ("x_nodp", "x_dp")
+    assert (nodp.dp, nodp.noise_multiplier) == ("none", 0.0)
+    assert (dp.dp, dp.noise_multiplier, dp.clip) == ("fixed", 0.5, 0.3)
+    same = {f.name for f in dataclasses.fields(dp)} - {"dp", "noise_multiplier",
+                                                        "experiment_name"}
+    assert all(getattr(nodp, n) == getattr(dp, n) for n in same)
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"canaries": 0}, "--canaries must be >= 1"),
+    ({"dp": "fixed"}, "--dp=fixed: the audit runs"),
+    ({"algorithm": "fedavg"}, "--dp=fixed needs --algorithm=fedavg_unweighted"),
+])
+def test_bad_audit_flags(changes, fragment):
+    with pytest.raises(UsageError) as caught:
+        audit.arms(_values(**changes))
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.slow
+def test_dp_lowers_canary_exposure(femnist300_dir, tmp_path):
+    values = _values(data_dir=femnist300_dir, root_output_dir=str(tmp_path),
+                     progress=False, total_rounds=100)
+    audit.audit(values, str(tmp_path / "audit"))
+    found = results.read_json(str(tmp_path / "audit" / "audit.json"))
+    nodp, dp = (found[a]["exposure"]["inserted"]["mean"] for a in ("nodp", "dp"))
+    assert dp < nodp

@@ -1,0 +1,63 @@
+"""StackOverflow tag prediction (Reddi et al. 2021; TFF's baseline task).
+
+Each example (a sentence, with its post's title and tags) is a bag of the
+`--vocab_size` most frequent words and a multi-hot vector over the
+`--tag_vocab_size` most frequent tags; the model is multi-label logistic
+regression (`tasks.stackoverflow_models.logistic`). Scored by recall@5
+(primary), precision@5 and pooled AUC; the naive baseline ranks tags by
+their training frequency (the most frequent tags for every example).
+
+The training loss is binary cross-entropy summed over the batch (averaged
+over tags), as in Reddi et al.'s code, so their tuned learning rates (client
+10^2) carry over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from experiments.errors import UsageError
+from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
+from tasks.scoring import MultiLabelScoring
+from tasks.task import Task, TaskConfig
+
+
+class TagScoring(MultiLabelScoring):
+    """Recall@5 scoring with Reddi et al.'s batch-summed training loss."""
+
+    def loss(self) -> tf.keras.losses.Loss:
+        return tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
+
+
+def build_task(config: TaskConfig) -> Task:
+    """Tag prediction with the model named by --model (default `logistic`)."""
+    model = config.model or "logistic"
+    if model not in stackoverflow_models.TAG_MODELS:
+        raise UsageError(f"--model={model} is not a model of --task=stackoverflow_tag; "
+                         f"valid: {', '.join(stackoverflow_models.TAG_MODELS)}")
+    path = stackoverflow.data_path(config.data_dir)
+    words = stackoverflow_vocab.read_words(config.data_dir, config.vocab_size)
+    tags = stackoverflow_vocab.read_tags(config.data_dir, config.tag_vocab_size)
+
+    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        texts = [t + b" " + title for t, title in zip(arrays["tokens"], arrays["title"],
+                                                       strict=True)]
+        return (stackoverflow.bag_of_word_ids(texts, words),
+                stackoverflow.multi_hot_tags(arrays["tags"], tags))
+
+    train, test = stackoverflow.load_splits(path, config.eval_split, prepare)
+    builder = stackoverflow_models.TAG_MODELS[model]
+    return Task(
+        name="stackoverflow_tag",
+        config=config,
+        train_data=train,
+        test_data=test,
+        build_model=lambda seed: builder(len(words), len(tags), seed),
+        scoring=TagScoring(k=5),
+        model_name=model,
+        data_file=path,
+        description=(f"StackOverflow tag prediction, {len(words)} words -> {len(tags)} tags, "
+                     f"eval on {config.eval_split}, {model}"),
+    )
