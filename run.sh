@@ -6,6 +6,7 @@
 #   ./run.sh sweep SPEC      a grid of train.py trials from a YAML spec (configs/sweeps/)
 #   ./run.sh report DIR      a sweep's report: DIR/report.md with tables and PNG plots
 #   ./run.sh table NAME      a paper table (configs/papers/NAME.yaml); --run runs it first
+#   ./run.sh vocab FLAGS     StackOverflow word/tag count files from the train split
 #   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
 #   ./run.sh bench FLAGS     speed/memory benchmark (experiments/bench.py) -> bench.json
 #                            (--flower adds Flower side by side, installing .venv-flower)
@@ -55,6 +56,11 @@ use_shared_emnist() {
     echo "run.sh: unpacking FEMNIST-300 (300 real writers) into $dir" >&2
     xz -dc "$SHARED_DATA/emnist_all.sqlite.xz" > "$dir/emnist_all.sqlite.tmp"
     mv "$dir/emnist_all.sqlite.tmp" "$dir/emnist_all.sqlite"
+  fi
+  # TFF's real Shakespeare (715 roles) for --task=shakespeare_character.
+  if [ -f "$SHARED_DATA/shakespeare.sqlite.xz" ] && [ ! -f "$dir/shakespeare.sqlite" ]; then
+    xz -dc "$SHARED_DATA/shakespeare.sqlite.xz" > "$dir/shakespeare.sqlite.tmp"
+    mv "$dir/shakespeare.sqlite.tmp" "$dir/shakespeare.sqlite"
   fi
   export TFF_DATA_DIR="$dir"
   echo "run.sh: using FEMNIST-300 from ../shared/data (report it as FEMNIST-300)" >&2
@@ -119,6 +125,10 @@ case "$cmd" in
     done
     exec "$VENV/bin/python" -m experiments.bench "$@"
     ;;
+  vocab)
+    setup
+    exec "$VENV/bin/python" -m tasks.stackoverflow_vocab "$@"
+    ;;
   privacy)
     setup
     exec "$VENV/bin/python" -m experiments.privacy_plan "$@"
@@ -142,6 +152,6 @@ case "$cmd" in
     sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
     ;;
   *)
-    die "unknown command '$cmd'; valid: demo, test, train, sweep, report, table, bench, privacy, audit, lint, setup, setup_flower, help"
+    die "unknown command '$cmd'; valid: demo, test, train, sweep, report, table, bench, vocab, privacy, audit, lint, setup, setup_flower, help"
     ;;
 esac

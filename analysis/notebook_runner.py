@@ -1,12 +1,12 @@
 """Executes an analysis notebook headless with parameters (nbclient + ipykernel).
 
     python -m analysis.notebook_runner analysis/notebooks/tradeoffs.ipynb \
-        --sweep_dir=results/femnist_dp [--output=/tmp/tradeoffs.out.ipynb]
+        --sweep_dir=results/femnist_dp [--output_notebook=/tmp/tradeoffs.out.ipynb]
 
 The cell tagged `parameters` is replaced by one assigning the given values (the
 papermill convention, without papermill), the notebook runs top to bottom in a
 fresh kernel started from the checkout, and the executed copy is written to
---output (default: beside the sweep, `<sweep_dir>/notebook/<name>`). A failing
+--output_notebook (default: beside the sweep, `<sweep_dir>/notebook/<name>`). A failing
 cell ends with a one-line error naming the notebook and the cell's error.
 """
 
@@ -25,9 +25,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_SECONDS = 600
 
 _FLAGS = flags.FLAGS
-flags.DEFINE_string("sweep_dir", "", "The sweep folder the notebook reads (SWEEP_DIR).")
-flags.DEFINE_string("metric", "", "Metric column (METRIC; default: the task's primary).")
-flags.DEFINE_string("output", "", "Where the executed notebook goes.")
+if "sweep_dir" not in _FLAGS:
+    flags.DEFINE_string("sweep_dir", "", "The sweep folder the notebook reads (SWEEP_DIR).")
+if "metric" not in _FLAGS:  # analysis.report defines the same flag (both in one test process)
+    flags.DEFINE_string("metric", "", "Metric column (METRIC; default: the task's primary).")
+flags.DEFINE_string("output_notebook", "", "Where the executed notebook goes.")
 
 
 def parameter_source(parameters: dict[str, Any]) -> str:
@@ -70,7 +72,7 @@ def main(argv: list[str]) -> None:
         print("notebook_runner: error: give one notebook and --sweep_dir=DIR",
               file=sys.stderr)
         sys.exit(errors.exit_code())
-    output = _FLAGS.output or os.path.join(_FLAGS.sweep_dir, "notebook",
+    output = _FLAGS.output_notebook or os.path.join(_FLAGS.sweep_dir, "notebook",
                                            os.path.basename(argv[1]))
     try:
         execute(argv[1], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),

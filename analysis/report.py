@@ -29,8 +29,9 @@ REPORT = "report.md"
 PLOTS_DIR = "plots"
 
 _FLAGS = flags.FLAGS
-flags.DEFINE_string("metric", "", "Metric column to report (default: test_accuracy, else "
-                    "the task's first test_* metric).")
+if "metric" not in _FLAGS:  # analysis.notebook_runner defines it too (one test process)
+    flags.DEFINE_string("metric", "", "Metric column to report (default: test_accuracy, "
+                        "else the task's first test_* metric).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,7 +70,8 @@ ROW_KEYS = ("label", "match", "published", "metric")
 _FLAGS = flags.FLAGS
 # --root_output_dir (results root; tables go to <it>/tables/) and --max_parallel
 # come from experiments.sweep, whose runner --run uses.
-flags.DEFINE_boolean("run", False, "Run the spec's missing trials first.")
+if "run" not in _FLAGS:
+    flags.DEFINE_boolean("run", False, "Run the spec's missing trials first.")
 
 
 @dataclasses.dataclass(frozen=True)

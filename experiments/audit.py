@@ -140,13 +140,12 @@ def main(argv: list[str]) -> None:
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.ExperimentConfig)}
     output = FLAGS.audit_output or os.path.join(
         values["root_output_dir"], values["experiment_name"] or "audit")
-    try:
+    def run() -> None:
         done = audit(values, output)
-    except errors.UsageError as e:
-        print(f"audit: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    print(done["text"])
-    print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
+        print(done["text"])
+        print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
+
+    errors.guarded("audit", run)
 
 
 if __name__ == "__main__":

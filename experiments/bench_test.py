@@ -55,6 +55,9 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert memory["rss_a"]["worker_mib"] > 0 and memory["rss_b"]["main_mib"] > 0
     assert _is_number(result["memory_growth_percent"])
     assert _is_number(result["dp_overhead_ratio"])
+    # Flower runs only with --flower (its keys are there, empty).
+    assert result["flower"] is None and result["speedup_vs_flower"] is None
+    assert "flower_round_seconds" in result
     assert _is_number(result["compression_overhead_ratio"])
     methods = result["compression"]["methods"]
     assert set(methods) == {"quantize", "rotate_quantize", "random_mask", "low_rank"}

@@ -37,6 +37,30 @@ def storage_error(error: OSError) -> UsageError | None:
         f"resumes from the last checkpoint")
 
 
+def guarded(program: str, body: Callable[[], None]) -> None:
+    """Runs a binary's body; user-fixable failures end as one line, not a traceback.
+
+    UsageError and a full disk exit 2 with `program: error: ...`; Ctrl-C exits
+    130 saying the same command resumes. Anything else is a bug and keeps
+    its traceback.
+    """
+    try:
+        body()
+    except UsageError as e:
+        print(f"{program}: error: {e}", file=sys.stderr)
+        sys.exit(exit_code())
+    except OSError as e:
+        usage = storage_error(e)
+        if usage is None:
+            raise
+        print(f"{program}: error: {usage}", file=sys.stderr)
+        sys.exit(exit_code())
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(130)
+
+
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
     """An absl `flags_parser` for app.run that reports bad flags in one line."""
     from absl import flags

@@ -66,22 +66,11 @@ def main(argv: list[str]) -> None:
         print(f"train: error: unexpected arguments {argv[1:]}; flags look like "
               f"--name=value", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
-        config = config_lib.from_flags()
-        path, final = train(config)
-    except errors.UsageError as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    except OSError as e:
-        usage = errors.storage_error(e)
-        if usage is None:
-            raise
-        print(f"train: error: {usage}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    except KeyboardInterrupt:
-        print("train: interrupted; run the same command again to resume",
-              file=sys.stderr)
-        sys.exit(130)
+    errors.guarded("train", _train_and_report)
+
+
+def _train_and_report() -> None:
+    path, final = train(config_lib.from_flags())
     if final:
         metric = next(k[len("naive_"):] for k in final if k.startswith("naive_"))
         print(f"final test {metric} {final['test_' + metric]:.4f} "

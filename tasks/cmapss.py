@@ -47,6 +47,9 @@ FEATURES = {"setting_1": 2, "setting_2": 3, "T24": 6, "T30": 7, "T50": 8, "P30":
 SUBSETS = ("FD001", "FD002", "FD003", "FD004")
 HIDDEN_UNITS = 48
 MODELS = ("mlp48",)
+# Without --data_dir: the project's shared data folder beside the checkout, if present.
+SHARED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "..", "shared", "data", "cmapss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,24 +80,21 @@ def _open_text(data_dir: str, stem: str):
 def read_table(data_dir: str, stem: str) -> np.ndarray:
     """One NASA file as a (rows, 26) float array; UsageError on a bad row."""
     path, handle = _open_text(data_dir, stem)
-    rows = []
     with handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != NUM_COLUMNS:
-                raise UsageError(f"{path}:{number} has {len(fields)} fields; a C-MAPSS "
-                                 f"row has {NUM_COLUMNS} (unit, cycle, 3 settings, "
-                                 f"21 sensors)")
-            try:
-                rows.append([float(f) for f in fields])
-            except ValueError:
-                raise UsageError(f"{path}:{number} has a field that is not a number"
-                                 ) from None
-    if not rows:
+        numbered = [(n, line) for n, line in enumerate(handle.read().splitlines(), start=1)
+                    if line.strip()]
+    if not numbered:
         raise UsageError(f"{path} has no rows")
-    return np.asarray(rows, dtype=np.float64)
+    lines = [line for _, line in numbered]
+    for number, line in numbered:
+        if len(line.split()) != NUM_COLUMNS:
+            raise UsageError(f"{path}:{number} has {len(line.split())} fields; a C-MAPSS "
+                             f"row has {NUM_COLUMNS} (unit, cycle, 3 settings, 21 sensors)")
+    try:
+        values = np.array(" ".join(lines).split(), dtype=np.float64)
+    except ValueError:
+        raise UsageError(f"{path} has a field that is not a number") from None
+    return values.reshape(len(lines), NUM_COLUMNS)
 
 
 def engines_of(table: np.ndarray, prefix: str) -> list[Engine]:
@@ -239,7 +239,7 @@ def parse_subsets(text: str) -> tuple[str, ...]:
 
 def load_split(config: TaskConfig) -> Split:
     """The engines and partition the config describes (also used by analysis.maintenance)."""
-    data_dir = config.data_dir
+    data_dir = config.data_dir or (SHARED_DIR if os.path.isdir(SHARED_DIR) else None)
     if not data_dir:
         raise UsageError("--task=cmapss_rul needs --data_dir=<folder of the NASA C-MAPSS "
                          "files> (e.g. ../shared/data/cmapss)")
@@ -255,6 +255,7 @@ def build_task(config: TaskConfig) -> Task:
         raise UsageError(f"--model={model} is not a model of --task={NAME}; valid: "
                          f"{', '.join(MODELS)}")
     s = load_split(config)
+    data_dir = os.path.abspath(config.data_dir or SHARED_DIR)
     train_ids = [f"factory_{i:03d}" for i in range(len(s.clients))]
     train = _client_data(train_ids, s.clients, s)
     test = _client_data([e.name for e in s.test], [[e] for e in s.test], s)
@@ -262,7 +263,7 @@ def build_task(config: TaskConfig) -> Task:
     return Task(
         name=NAME, config=config, train_data=train, test_data=test,
         build_model=build_model, scoring=CmapssScoring(s), model_name=model,
-        data_file=os.path.abspath(config.data_dir),
+        data_file=data_dir,
         description=(f"C-MAPSS {'+'.join(parse_subsets(config.cmapss_subsets))} RUL: "
                      f"{engines} training engines on {len(s.clients)} clients, "
                      f"{len(s.test)} test engines; median training life "

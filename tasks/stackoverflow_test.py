@@ -214,3 +214,34 @@ def test_missing_data_file_offline_is_one_line(monkeypatch, tmp_path):
     message = str(info.value)
     assert "stackoverflow.sqlite not found and could not be downloaded" in message
     assert "\n" not in message
+
+
+def _se_config(stackexchange_dir: str, out: str, **settings) -> config_lib.ExperimentConfig:
+    config = config_lib.ExperimentConfig(
+        data_dir=stackexchange_dir, clients_per_round=10, max_elements_per_client=1000,
+        root_output_dir=out, progress=False, **settings)
+    config_lib.validate(config)
+    return config
+
+
+@pytest.mark.slow
+def test_se_next_word_short_run_beats_most_frequent_word(stackexchange_dir, tmp_path):
+    from experiments import train
+
+    _, final = train.train(_se_config(
+        stackexchange_dir, str(tmp_path), task="stackoverflow_word", model="lstm_small",
+        client_batch_size=16, client_learning_rate=1.0, client_epochs_per_round=2,
+        total_rounds=30, rounds_per_eval=30))
+    assert 0.02 < final["naive_accuracy"] < 0.1
+    assert final["test_accuracy"] > final["naive_accuracy"]
+
+
+@pytest.mark.slow
+def test_se_tags_short_run_beats_tag_frequencies(stackexchange_dir, tmp_path):
+    from experiments import train
+
+    _, final = train.train(_se_config(
+        stackexchange_dir, str(tmp_path), task="stackoverflow_tag", client_batch_size=100,
+        client_learning_rate=100.0, total_rounds=20, rounds_per_eval=20))
+    assert final["test_recall_at_5"] > final["naive_recall_at_5"]
+    assert 0.5 < final["test_auc"] <= 1.0

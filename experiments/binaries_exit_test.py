@@ -1,0 +1,61 @@
+"""The other TFF-running binaries leave no worker behind on Ctrl-C or SIGTERM.
+
+`experiments/runtime_test.py` covers every exit path of `experiments.train`
+(and `sweep_interrupt_test.py` a sweep's). Here the memorisation audit, which
+trains two experiments in one process, is interrupted mid-training: it must
+exit 130 (Ctrl-C) or 143 (SIGTERM) without a traceback, with its TFF worker
+gone and the rounds written so far intact for a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.runtime_test import _wait_worker_gone, _worker_children
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # background shells start us ignoring it
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl_c", "sigterm"])
+def test_audit_interrupted_mid_training(tmp_path, emnist_dir, signum, code):
+    env = {**os.environ, "PYTHONPATH": ROOT, "HOME": str(tmp_path),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    root = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.audit", f"--data_dir={emnist_dir}",
+         "--model=logistic", "--clients_per_round=2", "--total_rounds=100000",
+         "--canaries=1", "--canary_repeats=2", "--rounds_per_eval=1000",
+         f"--root_output_dir={root}", "--noprogress"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    metrics = root / "audit_nodp" / "metrics.csv"
+    deadline = time.monotonic() + 300
+    try:
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.1)
+        workers = _worker_children(proc.pid)
+        assert len(workers) == 1, workers
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = f"exit {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    assert proc.returncode == code, report
+    assert "Traceback" not in stderr, report
+    assert _wait_worker_gone(workers[0]), "the audit's TFF worker survived"
+    rounds = [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]]
+    assert rounds == list(range(1, len(rounds) + 1))
