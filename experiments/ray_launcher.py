@@ -137,10 +137,11 @@ class RayLauncher:
             else:
                 ray.init(address=address, log_to_driver=False,
                          logging_level=logging.ERROR)
-        except (ConnectionError, ValueError, RuntimeError) as e:
+        except (ConnectionError, ValueError, RuntimeError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"--ray_address={address}: cannot join the Ray cluster "
-                             f"({first})") from None
+            what = ("--launcher=ray: cannot start a local Ray cluster" if self._local
+                    else f"--ray_address={address}: cannot join the Ray cluster")
+            raise UsageError(f"{what} ({first})") from None
         total = ray.cluster_resources()
         for name, need in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial)):
             have = float(total.get(name, 0.0))

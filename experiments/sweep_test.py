@@ -14,9 +14,11 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -415,11 +417,13 @@ def test_ray_launcher_runs_the_same_trials(tmp_path, emnist_dir, home):
     spec = _write_spec(tmp_path / "ray.yaml", emnist_dir,
                        {"client_learning_rate": [0.1, 0.05]}, name="rayrun")
     root = str(tmp_path / "out")
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     run = subprocess.run(
         [sys.executable, "-m", "experiments.sweep", spec, f"--root_output_dir={root}",
          "--launcher=ray", "--max_parallel=2", "--cpus_per_trial=1"],
-        cwd=ROOT, env={**_env(home), "RAY_TMPDIR": str(tmp_path / "ray")},
+        cwd=ROOT, env={**_env(home), "RAY_TMPDIR": ray_tmp},  # short: socket paths <= 107
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert run.returncode == 0, _report(run)
     folder = os.path.join(root, "rayrun")
     table = runs.load_sweep(folder)

@@ -133,12 +133,12 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         print(f"vocab: error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
+
+    def run() -> None:
         for path in write(flags.FLAGS.data_dir or None, flags.FLAGS.overwrite):
             print(f"wrote {path}")
-    except UsageError as e:
-        print(f"vocab: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
+
+    errors.guarded("vocab", run)
 
 
 def define_flags() -> None:
