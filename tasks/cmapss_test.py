@@ -139,9 +139,8 @@ def test_short_federated_run_beats_the_naive_model(tmp_path) -> None:
     from experiments.config import ExperimentConfig
 
     config = ExperimentConfig(
-        task="cmapss_rul", data_dir=REAL, cmapss_subsets="FD001", cmapss_clients=20,
-        cmapss_engines_per_client=4, clients_per_round=20, client_batch_size=32,
-        client_learning_rate=0.01, total_rounds=3, rounds_per_eval=3,
+        task="cmapss_rul", data_dir=REAL, clients_per_round=40, client_batch_size=32,
+        client_learning_rate=0.01, total_rounds=10, rounds_per_eval=10,
         root_output_dir=str(tmp_path), progress=False)
     _, final = train.train(config)
     assert final["test_rmse"] < 0.9 * final["naive_rmse"]
