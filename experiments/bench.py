@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import errors
+from experiments import errors, results
 from experiments.config import ExperimentConfig, validate
 from experiments.errors import UsageError
 from tasks import data_files
@@ -765,13 +765,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # ----- the run ----------------------------------------------------------------------
 def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict:
     """Runs every measurement in this process; returns the JSON-able result."""
@@ -870,8 +863,8 @@ def main(argv: list[str]) -> None:
         print("bench: interrupted; nothing written", file=sys.stderr)
         sys.exit(130)
     table = markdown(result)
-    _write_atomically(settings.output, json.dumps(result, indent=2) + "\n")
-    _write_atomically(settings.markdown_path, table)
+    results.atomic_write(settings.output, (json.dumps(result, indent=2) + "\n").encode())
+    results.atomic_write(settings.markdown_path, table.encode())
     print(table, end="")
     print(f"results: {os.path.abspath(settings.output)}, "
           f"{os.path.abspath(settings.markdown_path)}")
