@@ -13,6 +13,8 @@ import sqlite3
 import numpy as np
 import tensorflow as tf
 
+from tasks import sql_client_data
+
 SPLITS = ("all_train", "all_test", "digits_only_train", "digits_only_test")
 
 
@@ -33,10 +35,7 @@ def write(folder: str, num_clients: int = 6, examples_per_client: tuple[int, int
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "emnist_all.sqlite")
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT "
-                   "NOT NULL, serialized_example_proto BLOB NOT NULL)")
-        db.execute("CREATE TABLE client_metadata (client_id TEXT NOT NULL, "
-                   "split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)")
+        sql_client_data.create_tables(db)
         for c in range(num_clients):
             client_id = f"f{c:04d}_{c % 100:02d}"
             n = int(rng.integers(examples_per_client[0], examples_per_client[1] + 1))

@@ -84,6 +84,14 @@ class InMemoryClientData(tff.simulation.datasets.ClientData):
         return tf.data.Dataset.from_tensor_slices((self._x[index], self._y[index]))
 
 
+def create_tables(connection: sqlite3.Connection) -> None:
+    """Creates TFF's two SqlClientData tables (for fixtures written in its layout)."""
+    connection.execute("CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT "
+                       "NOT NULL, serialized_example_proto BLOB NOT NULL)")
+    connection.execute("CREATE TABLE client_metadata (client_id TEXT NOT NULL, "
+                       "split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)")
+
+
 def _parse_all(protos: list[bytes], parse: Parser) -> dict[str, np.ndarray]:
     parsed = tf.data.Dataset.from_tensor_slices(np.array(protos, dtype=object)).map(
         parse).batch(_PARSE_BATCH)

@@ -16,6 +16,8 @@ import sqlite3
 import numpy as np
 import tensorflow as tf
 
+from tasks import sql_client_data
+
 SPLITS = ("train", "heldout", "test")
 TOPICS = (
     ("python", "i import numpy as np and call np . array on the list ."),
@@ -44,10 +46,7 @@ def write(folder: str, num_clients: int = 8, examples_per_client: tuple[int, int
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "stackoverflow.sqlite")
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT "
-                   "NOT NULL, serialized_example_proto BLOB NOT NULL)")
-        db.execute("CREATE TABLE client_metadata (client_id TEXT NOT NULL, "
-                   "split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)")
+        sql_client_data.create_tables(db)
         for c in range(num_clients):
             client_id = f"{c + 1:08d}"
             tag, pattern = TOPICS[c % len(TOPICS)]
