@@ -6,6 +6,7 @@ for absl's own flag errors.
 """
 
 import errno
+import signal
 import sys
 from collections.abc import Callable
 
@@ -37,13 +38,55 @@ def storage_error(error: OSError) -> UsageError | None:
         f"resumes from the last checkpoint")
 
 
+_stop_signal: int | None = None
+
+
+def request_stop(signum: int) -> None:
+    """Records that the user asked the program to stop (Ctrl-C or SIGTERM).
+
+    Python delivers the resulting exception wherever the main thread happens
+    to be; inside TensorFlow's C++ it can surface as an unrelated TypeError
+    or be swallowed. The record lets `guarded` and the training loop honour
+    the stop regardless.
+    """
+    global _stop_signal
+    _stop_signal = signum
+
+
+def stop_requested() -> int | None:
+    """The stop signal received so far, if any."""
+    return _stop_signal
+
+
+def raise_if_stop_requested() -> None:
+    """Raises the interruption now if a stop signal arrived but was swallowed."""
+    if _stop_signal == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _stop_signal is not None:
+        raise SystemExit(128 + _stop_signal)
+
+
+def _on_sigint(signum, frame) -> None:
+    request_stop(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted(program: str, signum: int) -> None:
+    print(f"{program}: interrupted; run the same command again to resume",
+          file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def guarded(program: str, body: Callable[[], None]) -> None:
     """Runs a binary's body; user-fixable failures end as one line, not a traceback.
 
     UsageError and a full disk exit 2 with `program: error: ...`; Ctrl-C exits
-    130 saying the same command resumes. Anything else is a bug and keeps
+    130 saying the same command resumes, even when the interrupt surfaced
+    inside TensorFlow as another exception. Anything else is a bug and keeps
     its traceback.
     """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         body()
     except UsageError as e:
@@ -56,9 +99,11 @@ def guarded(program: str, body: Callable[[], None]) -> None:
         print(f"{program}: error: {usage}", file=sys.stderr)
         sys.exit(exit_code())
     except KeyboardInterrupt:
-        print(f"{program}: interrupted; run the same command again to resume",
-              file=sys.stderr)
-        sys.exit(130)
+        _interrupted(program, signal.SIGINT)
+    except Exception:
+        if _stop_signal is None:
+            raise
+        _interrupted(program, _stop_signal)
 
 
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:

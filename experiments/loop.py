@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from experiments import results
+from experiments import errors, results
 from experiments.evaluation import Evaluator, eval_columns
 from experiments.progress import Progress
 from tasks.scoring import Scoring
@@ -79,6 +79,7 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
     progress = Progress(total_rounds, start, show_progress, metric)
     try:
         for round_num in range(start + 1, total_rounds + 1):
+            errors.raise_if_stop_requested()  # a stop TensorFlow swallowed
             began = time.monotonic()
             state, row = trainer.run_round(state, round_num)
             row["round"] = round_num

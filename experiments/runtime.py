@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from experiments import errors
 from experiments.errors import UsageError
 
 _PR_SET_PDEATHSIG = 1
@@ -182,6 +183,7 @@ def start(max_concurrent_calls: int = -1) -> None:
 
 
 def _raise_on_sigterm(signum, frame) -> None:
+    errors.request_stop(signum)
     raise SystemExit(128 + signum)
 
 
