@@ -14,6 +14,10 @@ The spec:
     zip:                         # varied together (lists of equal length)
       clients_per_round: [10, 50]
       clip: [0.5, 1.0]
+    cases:                       # alternatives, each with its own flags
+      - {compression: none}
+      - {compression: quantize, quantization_bits: 4}
+      - {compression: random_mask, keep_fraction: 0.1}
     random:                      # `count` samples, each drawn for every flag below
       count: 4
       seed: 0                    # seeds the sampler (not training; see seeds:)
@@ -23,7 +27,7 @@ The spec:
       client_batch_size: {int: [10, 50]}                 # integer in [low, high]
     seeds: 3                     # repeats (--seed=0,1,2), or a list: [3, 7]
 
-Trials are grid x zip-rows x random samples x seeds, in a fixed order, each
+Trials are grid x zip-rows x cases x random samples x seeds, in a fixed order, each
 named after its varied values (`noise_multiplier=0.1,clients_per_round=10,clip=0.5,seed=0`)
 and written to `<root_output_dir>/<name>/<trial>/` in the one results layout.
 Each trial's flags go to `<root>/<name>/.trials/<trial>.cfg`, so
@@ -73,7 +77,7 @@ from experiments import errors
 from experiments.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("name", "base", "grid", "zip", "random", "seeds")
+SECTIONS = ("name", "base", "grid", "zip", "cases", "random", "seeds")
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "int")
 _RANDOM_DIGITS = 6
 # Set by the sweep for every trial; a spec may not choose them.
@@ -226,6 +230,25 @@ def _mapping(spec: dict, section: str) -> dict:
     return value
 
 
+def _cases(spec: dict, fields: dict, types: dict) -> list[dict]:
+    """The `cases:` rows (one empty row if absent), each flag and value checked."""
+    value = spec.get("cases")
+    if value is None:
+        return [{}]
+    if not isinstance(value, list) or not value:
+        raise UsageError("cases: must be a non-empty list of mappings of flag: value")
+    rows = []
+    for i, case in enumerate(value):
+        if not isinstance(case, dict) or not case:
+            raise UsageError(f"cases[{i}]: must be a non-empty mapping of flag: value, "
+                             f"got {case!r}")
+        for key in case:
+            _check_flag(f"cases[{i}]", key, fields)
+        rows.append({k: _check_value(f"cases[{i}].{k}", k, v, fields, types)
+                     for k, v in case.items()})
+    return rows
+
+
 def _seeds(value: Any) -> list[int]:
     if value is None:
         return []
@@ -343,7 +366,8 @@ def safe_name(text: str) -> str:
 
 
 def expand(spec: Any, default_name: str) -> Sweep:
-    """Validates a parsed spec and lists its trials (grid x zip rows x samples x seeds)."""
+    """Validates a parsed spec and lists its trials (grid x zip rows x cases x samples
+    x seeds)."""
     if not isinstance(spec, dict):
         raise UsageError(f"the spec must be a mapping with keys {', '.join(SECTIONS)}")
     for key in spec:
@@ -369,6 +393,13 @@ def expand(spec: Any, default_name: str) -> Sweep:
             if key in seen:
                 raise UsageError(f"{section}.{key}: already set in {seen[key]}")
             seen[key] = section
+    case_rows = _cases(spec, fields, types)
+    for i, case in enumerate(case_rows):
+        for key in case:
+            if key in seen:
+                raise UsageError(f"cases[{i}].{key}: already set in {seen[key]}")
+    if seeds and any("seed" in case for case in case_rows):
+        raise UsageError("cases: give seeds either in the cases or in 'seeds:'")
     if seeds and "seed" in seen:
         raise UsageError(f"{seen['seed']}.seed: give seeds either there or in 'seeds:'")
 
@@ -396,10 +427,11 @@ def expand(spec: Any, default_name: str) -> Sweep:
     trials: list[Trial] = []
     by_name: dict[str, dict] = {}
     grid_combos = itertools.product(*grid_values.values())
-    for combo, zip_row, sample, seed in itertools.product(grid_combos, zip_rows, samples,
-                                                          seeds or [None]):
+    for combo, zip_row, case, sample, seed in itertools.product(
+            grid_combos, zip_rows, case_rows, samples, seeds or [None]):
         varied = dict(zip(grid_values, combo, strict=True))
         varied.update(zip_row)
+        varied.update(case)
         varied.update(sample)
         if seed is not None:
             varied["seed"] = seed

@@ -70,6 +70,27 @@ def test_zip_rows_vary_together_and_seeds_repeat():
     assert names == [t.name for t in sweep.expand(spec, "ignored").trials]  # stable
 
 
+def test_cases_each_set_their_own_flags():
+    spec = {"base": {"model": "cnn"},
+            "grid": {"clients_per_round": [10, 20]},
+            "cases": [{"compression": "none"},
+                      {"compression": "quantize", "quantization_bits": 2},
+                      {"compression": "random_mask", "keep_fraction": 0.25}],
+            "seeds": 2}
+    result = sweep.expand(spec, "compression")
+    assert len(result.trials) == 2 * 3 * 2
+    assert [t.name for t in result.trials[:6]] == [
+        "clients_per_round=10,compression=none,seed=0",
+        "clients_per_round=10,compression=none,seed=1",
+        "clients_per_round=10,compression=quantize,quantization_bits=2,seed=0",
+        "clients_per_round=10,compression=quantize,quantization_bits=2,seed=1",
+        "clients_per_round=10,compression=random_mask,keep_fraction=0.25,seed=0",
+        "clients_per_round=10,compression=random_mask,keep_fraction=0.25,seed=1"]
+    masked = result.trials[4]
+    assert masked.flags == {"model": "cnn", "clients_per_round": 10,
+                            "compression": "random_mask", "keep_fraction": 0.25, "seed": 0}
+
+
 def test_seed_list_and_safe_names():
     result = sweep.expand({"grid": {"task": ["emnist_character"],
                                     "data_dir": ["/data/a b"]}, "seeds": [7, 3]}, "s")
@@ -121,6 +142,13 @@ def test_example_spec_expands():
     ({"base": {"root_output_dir": "x"}}, ("root_output_dir", "set by the sweep")),
     ({"base": {"flagfile": "configs/nope.cfg"}}, ("flagfile", "not found")),
     ({"name": "a/b"}, ("name",)),
+    ({"cases": {"clip": 1.0}}, ("cases", "list of mappings")),
+    ({"cases": [{"clip": 1.0}, {}]}, ("cases[1]", "non-empty mapping")),
+    ({"cases": [{"compresion": "none"}]}, ("cases[0]", "did you mean 'compression'")),
+    ({"cases": [{"compression": "zip"}]}, ("cases[0].compression",)),
+    ({"base": {"clip": 1.0}, "cases": [{"clip": 2.0}]}, ("cases[0].clip",
+                                                         "already set in base")),
+    ({"seeds": 2, "cases": [{"seed": 1}]}, ("cases", "seeds")),
 ])
 def test_bad_specs_are_one_line_usage_errors(spec, needles):
     with pytest.raises(UsageError) as info:
