@@ -73,3 +73,36 @@ def best_within(table: pd.DataFrame, baseline_accuracy: float,
     if close.empty:
         return None
     return close.loc[close["compression_factor"].idxmax()]
+
+
+def sweep_table(sweep: pd.DataFrame, metric: str = "test_accuracy",
+                points: float = 0.01) -> tuple[pd.DataFrame, float]:
+    """Per configuration of a compression sweep: upload per client, factor vs
+    float32, final `metric`, the share of seeds that reach the target
+    `uncompressed mean - points` and their mean cumulative upload (all clients)
+    and rounds to reach it; returns the table and the target
+    (NaN when the sweep has no uncompressed run, and then no upload-to-target).
+
+    The configurations are those of `runs.aggregate_seeds` (seeds averaged).
+    """
+    uncompressed = (sweep[sweep["hp_compression"] == "none"] if "hp_compression" in sweep
+                    else sweep.iloc[:0])
+    target = (float(uncompressed[metric].astype(float).mean()) - points
+              if len(uncompressed) else math.nan)
+    per_run = []
+    for path in sweep["path"]:
+        metrics = runs.load_run(path)
+        bits = (upload_to_reach(metrics, target, metric) if not math.isnan(target)
+                else math.nan)
+        per_run.append({
+            "reached_target": float(not math.isnan(bits)) if not math.isnan(target)
+            else math.nan,
+            "compression_factor": float(metrics["compression_factor"].astype(float).mean()),
+            "bits_up_to_target": bits,
+            "rounds_to_target": rounds_to_reach(metrics, target, metric)
+            if not math.isnan(target) else math.nan})
+    sweep = pd.concat([sweep.reset_index(drop=True), pd.DataFrame(per_run)], axis=1)
+    columns = ["upload_bits_per_client", "compression_factor", metric,
+               "reached_target", "bits_up_to_target", "rounds_to_target"]
+    table = runs.aggregate_seeds(sweep, columns)
+    return table, target

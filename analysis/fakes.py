@@ -16,13 +16,20 @@ from experiments import loop, results
 
 def experiment(root: str, name: str, settings: dict, accuracies: Sequence[float],
                epsilon: float = float("nan"), bytes_up: int = 4, clients: int = 5,
-               examples: int = 10, population: int = 100, complete: bool = True) -> str:
-    """One run: an eval after every round with the given test accuracies; its folder."""
+               examples: int = 10, population: int = 100, complete: bool = True,
+               bits_up: float | None = None) -> str:
+    """One run: an eval after every round with the given test accuracies; its folder.
+
+    `bits_up` also writes the exact upload columns compression writes (factor
+    against a float32 upload of `bytes_up` bytes).
+    """
     config = config_lib.ExperimentConfig(experiment_name=name, **settings).as_dict()
     data = {"train_clients": population, "train_examples": 1000 * population}
     experiment = results.Experiment.open(root, name, config, loop.columns(), data=data)
+    exact = ({} if bits_up is None else
+             {"bits_up_per_client": bits_up, "compression_factor": 8 * bytes_up / bits_up})
     for r, accuracy in enumerate(accuracies, start=1):
-        experiment.append({
+        experiment.append({**exact,
             "round": r, "train_loss": 2.0 / r, "train_accuracy": accuracy,
             "train_examples": examples, "clients": clients, "bytes_down_per_client": 8,
             "bytes_up_per_client": bytes_up, "round_seconds": 1.0,

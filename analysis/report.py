@@ -21,7 +21,7 @@ import sys
 import pandas as pd
 from absl import app, flags
 
-from analysis import plots, render, runs
+from analysis import communication, plots, render, runs
 from experiments import errors
 from experiments.errors import UsageError
 
@@ -96,6 +96,44 @@ def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
     return render.markdown(headers, rows, right)
 
 
+def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
+    """The compression section: factor, final metric and upload to reach the
+    uncompressed result minus one point, per configuration (empty if the sweep
+    does not vary --compression)."""
+    keys = runs.varied_keys(sweep)
+    if "hp_compression" not in keys:
+        return []
+    table, target = communication.sweep_table(sweep, metric)
+    headers = [k.removeprefix("hp_") for k in keys] + [
+        "seeds", "upload bits/client/round", "factor vs float32", metric,
+        "seeds reaching target", "total upload to target (Mbit)", "rounds to target"]
+    rows = []
+    for _, row in table.iterrows():
+        reached = row["reached_target_mean"]
+        rows.append([render.setting(row[k]) for k in keys] + [
+            str(int(row["seeds"])), render.number(row["upload_bits_per_client_mean"], 0),
+            render.number(row["compression_factor_mean"], 1),
+            render.number(row[f"{metric}_mean"]),
+            "-" if math.isnan(reached) else f"{round(reached * row['seeds'])}/{int(row['seeds'])}",
+            render.number(row["bits_up_to_target_mean"] / 1e6, 0),
+            render.number(row["rounds_to_target_mean"], 0)])
+    lines = ["## Communication", "",
+             render.markdown(headers, rows, [False] * len(keys) + [True] * 7), ""]
+    if math.isnan(target):
+        return lines + ["No uncompressed run (compression=none): no target.", ""]
+    close = table[table[f"{metric}_mean"] >= target]
+    lines.append(f"Target: uncompressed mean `{metric}` minus one point = {target:.3f}.")
+    if close.empty:
+        lines.append("No compressed configuration is within one point of uncompressed.")
+    else:
+        best = close.loc[close["compression_factor_mean"].idxmax()]
+        setting = ", ".join(f"{k.removeprefix('hp_')}={render.setting(best[k])}" for k in keys)
+        lines.append(f"Largest factor within one point: {setting}: "
+                     f"{best['compression_factor_mean']:.1f}x less upload per client, "
+                     f"`{metric}` {best[f'{metric}_mean']:.3f}.")
+    return lines + [""]
+
+
 def make_plots(sweep: pd.DataFrame, folder: str, metric: str) -> list[plots.Plot]:
     """The plots this sweep supports, written to folder/plots/."""
     out = os.path.join(folder, PLOTS_DIR)
@@ -153,6 +191,7 @@ def write(folder: str, metric: str = "") -> Report:
              f" Final-round `{metric}` (mean over seeds, 95% Student-t interval); epsilon "
              f"after the last round (RDP).", "",
              _table_text(table, sweep, metric), ""]
+    lines += communication_text(sweep, metric)
     if unfinished:
         lines += [f"Not complete, left out: {', '.join(f'`{n}`' for n in unfinished)}.", ""]
     for plot in made:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from analysis import report, runs
+from analysis import communication, fakes, report, runs
 from experiments.errors import UsageError
 
 
@@ -66,3 +66,34 @@ def test_report_errors_are_one_line(tmp_path, tiny_dp_sweep):
         report.write(str(tmp_path))
     with pytest.raises(UsageError, match="--metric=test_rmse: not written by these runs"):
         report.write(tiny_dp_sweep, "test_rmse")
+
+
+def test_compression_sweep_gets_a_communication_section(tmp_path):
+    root = str(tmp_path)
+    float32 = 1000  # bytes of a float32 upload; 5 clients per round (fakes default)
+    none = {"compression": "none"}
+    fakes.experiment(root, "none0", {**none, "seed": 0}, [0.5, 0.71], bytes_up=float32,
+                     bits_up=8 * float32)
+    fakes.experiment(root, "none1", {**none, "seed": 1}, [0.5, 0.75], bytes_up=float32,
+                     bits_up=8 * float32)
+    fakes.experiment(root, "q8", {"compression": "quantize"}, [0.6, 0.725],
+                     bytes_up=float32, bits_up=2 * float32)  # 4x, within a point
+    fakes.experiment(root, "mask", {"compression": "random_mask"}, [0.3, 0.65],
+                     bytes_up=float32, bits_up=0.4 * float32)  # 20x, 8 points down
+    text = open(report.write(root).path).read()
+    section = text.split("## Communication", 1)[1]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in section.splitlines() if line.startswith("| ") and "---" not in line}
+    # uncompressed mean 0.73 -> target 0.72: seed 0 (0.71) misses it, seed 1 reaches
+    # it in round 2 after 2 rounds x 5 clients x 8,000 bits = 0.08 Mbit.
+    assert rows["none"][4:7] == ["0.730", "1/2", "0"]
+    assert rows["quantize"][3:6] == ["4.0", "0.725", "1/1"]
+    assert rows["random_mask"][5] == "0/1"
+    assert "Target: uncompressed mean `test_accuracy` minus one point = 0.720" in section
+    assert "Largest factor within one point: compression=quantize: 4.0x" in section
+    table, target = communication.sweep_table(runs.load_sweep(root))
+    by = table.set_index("hp_compression")
+    assert target == pytest.approx(0.72)
+    assert by.loc["quantize", "bits_up_to_target_mean"] == 2 * 5 * 2 * float32
+    assert by.loc["none", "bits_up_to_target_mean"] == 2 * 5 * 8 * float32
+    assert by.loc["random_mask", "compression_factor_mean"] == pytest.approx(20.0)
