@@ -74,13 +74,12 @@ def main(argv: list[str]) -> None:
         sys.exit(errors.exit_code())
     output = _FLAGS.output_notebook or os.path.join(_FLAGS.sweep_dir, "notebook",
                                            os.path.basename(argv[1]))
-    try:
+    def body() -> None:
         execute(argv[1], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
                           "METRIC": _FLAGS.metric}, output)
-    except UsageError as e:
-        print(f"notebook_runner: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    print(f"notebook_runner: executed {argv[1]} -> {output}")
+        print(f"notebook_runner: executed {argv[1]} -> {output}")
+
+    errors.guarded("notebook_runner", body, errors.NOTHING_WRITTEN)
 
 
 if __name__ == "__main__":

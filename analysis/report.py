@@ -209,13 +209,12 @@ def main(argv: list[str]) -> None:
         print("report: error: give exactly one sweep folder: ./run.sh report DIR "
               "[--metric=NAME]", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
+    def body() -> None:
         report = write(argv[1], _FLAGS.metric)
-    except UsageError as e:
-        print(f"report: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    print(f"report: {report.path} ({len(report.table)} configurations, "
-          f"{len(report.plots)} plots)")
+        print(f"report: {report.path} ({len(report.table)} configurations, "
+              f"{len(report.plots)} plots)")
+
+    errors.guarded("report", body, errors.NOTHING_WRITTEN)
 
 
 if __name__ == "__main__":

@@ -418,21 +418,20 @@ def main(argv: list[str]) -> None:
         print(f"table: error: give exactly one table name ({', '.join(known)}): "
               f"./run.sh table NAME [--run]", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
+    def body() -> None:
         spec = load(argv[1])
         code = run_missing(spec, _FLAGS.root_output_dir, _FLAGS.max_parallel) \
             if _FLAGS.run else 0
         missing = missing_flags(spec)
         table, md_path, tex_path = write(spec, _FLAGS.root_output_dir)
-    except UsageError as e:
-        print(f"table: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    print(table.markdown)
-    if missing:
-        print(f"note: this table needs --{', --'.join(missing)}, which this train.py "
-              f"does not define yet")
-    print(f"written: {md_path}, {tex_path}")
-    sys.exit(1 if code else 0)
+        print(table.markdown)
+        if missing:
+            print(f"note: this table needs --{', --'.join(missing)}, which this "
+                  f"train.py does not define yet")
+        print(f"written: {md_path}, {tex_path}")
+        sys.exit(1 if code else 0)
+
+    errors.guarded("table", body)
 
 
 if __name__ == "__main__":

@@ -853,21 +853,18 @@ def main(argv: list[str]) -> None:
         print(f"bench: error: unexpected arguments {argv[1:]}; flags look like "
               f"--name=value", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
+    def body() -> None:
         settings = settings_from_flags()
         result = run(settings)
-    except UsageError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    except KeyboardInterrupt:
-        print("bench: interrupted; nothing written", file=sys.stderr)
-        sys.exit(130)
-    table = markdown(result)
-    results.atomic_write(settings.output, (json.dumps(result, indent=2) + "\n").encode())
-    results.atomic_write(settings.markdown_path, table.encode())
-    print(table, end="")
-    print(f"results: {os.path.abspath(settings.output)}, "
-          f"{os.path.abspath(settings.markdown_path)}")
+        table = markdown(result)
+        results.atomic_write(settings.output,
+                             (json.dumps(result, indent=2) + "\n").encode())
+        results.atomic_write(settings.markdown_path, table.encode())
+        print(table, end="")
+        print(f"results: {os.path.abspath(settings.output)}, "
+              f"{os.path.abspath(settings.markdown_path)}")
+
+    errors.guarded("bench", body, errors.NOTHING_WRITTEN)
 
 
 if __name__ == "__main__":

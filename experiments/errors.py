@@ -71,19 +71,22 @@ def _on_sigint(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _interrupted(program: str, signum: int) -> None:
-    print(f"{program}: interrupted; run the same command again to resume",
-          file=sys.stderr)
+RESUMES = "run the same command again to resume"
+NOTHING_WRITTEN = "nothing was written"
+
+
+def _interrupted(program: str, signum: int, hint: str) -> None:
+    print(f"{program}: interrupted; {hint}", file=sys.stderr)
     sys.exit(128 + signum)
 
 
-def guarded(program: str, body: Callable[[], None]) -> None:
+def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) -> None:
     """Runs a binary's body; user-fixable failures end as one line, not a traceback.
 
     UsageError and a full disk exit 2 with `program: error: ...`; Ctrl-C exits
-    130 saying the same command resumes, even when the interrupt surfaced
-    inside TensorFlow as another exception. Anything else is a bug and keeps
-    its traceback.
+    130 with the `interrupted` hint (by default: the same command resumes),
+    even when the interrupt surfaced inside TensorFlow as another exception.
+    Anything else is a bug and keeps its traceback.
     """
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
@@ -99,11 +102,11 @@ def guarded(program: str, body: Callable[[], None]) -> None:
         print(f"{program}: error: {usage}", file=sys.stderr)
         sys.exit(exit_code())
     except KeyboardInterrupt:
-        _interrupted(program, signal.SIGINT)
+        _interrupted(program, signal.SIGINT, interrupted)
     except Exception:
         if _stop_signal is None:
             raise
-        _interrupted(program, _stop_signal)
+        _interrupted(program, _stop_signal, interrupted)
 
 
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:

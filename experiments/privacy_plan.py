@@ -66,11 +66,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         print(f"privacy: error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(errors.exit_code())
-    try:
-        print(plan())
-    except errors.UsageError as e:
-        print(f"privacy: error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_code())
+    errors.guarded("privacy", lambda: print(plan()), errors.NOTHING_WRITTEN)
 
 
 if __name__ == "__main__":
