@@ -22,6 +22,7 @@ import pandas as pd
 from absl import app, flags
 
 from analysis import communication, plots, render, runs
+from experiments import config as config_lib
 from experiments import errors
 from experiments.errors import UsageError
 
@@ -107,10 +108,15 @@ def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
     headers = [k.removeprefix("hp_") for k in keys] + [
         "seeds", "upload bits/client/round", "factor vs float32", metric,
         "seeds reaching target", "total upload to target (Mbit)", "rounds to target"]
+    def cell(row: pd.Series, key: str) -> str:
+        methods = config_lib.COMPRESSION_SETTINGS.get(key.removeprefix("hp_"))
+        return ("" if methods and row["hp_compression"] not in methods
+                else render.setting(row[key]))
+
     rows = []
     for _, row in table.iterrows():
         reached = row["reached_target_mean"]
-        rows.append([render.setting(row[k]) for k in keys] + [
+        rows.append([cell(row, k) for k in keys] + [
             str(int(row["seeds"])), render.number(row["upload_bits_per_client_mean"], 0),
             render.number(row["compression_factor_mean"], 1),
             render.number(row[f"{metric}_mean"]),
@@ -127,7 +133,8 @@ def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
         lines.append("No compressed configuration is within one point of uncompressed.")
     else:
         best = close.loc[close["compression_factor_mean"].idxmax()]
-        setting = ", ".join(f"{k.removeprefix('hp_')}={render.setting(best[k])}" for k in keys)
+        setting = ", ".join(f"{k.removeprefix('hp_')}={cell(best, k)}" for k in keys
+                            if cell(best, k))
         lines.append(f"Largest factor within one point: {setting}: "
                      f"{best['compression_factor_mean']:.1f}x less upload per client, "
                      f"`{metric}` {best[f'{metric}_mean']:.3f}.")

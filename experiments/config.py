@@ -23,6 +23,10 @@ SERVER_OPTIMIZERS = ("sgd", "sgdm", "adam", "yogi", "adagrad")
 DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local")
 CLIENT_SAMPLINGS = ("uniform", "poisson", "cyclic")
 COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank", "tff")
+# Each compression setting and the methods it applies to (elsewhere it must stay
+# at its default, and reports leave it blank).
+COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
+                        "keep_fraction": ("random_mask",), "rank": ("low_rank",)}
 # Secure aggregation, outliers and robust aggregation (experiments.robust,
 # experiments.secure_aggregation, experiments.outliers).
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff_secure")
@@ -384,9 +388,7 @@ def _validate_robustness(config: ExperimentConfig) -> None:
 def _validate_compression(config: ExperimentConfig) -> None:
     """Compression flags and the combinations that stay sound (README, "Compression")."""
     method, default = config.compression, ExperimentConfig
-    owners = {"quantization_bits": ("quantize", "rotate_quantize"),
-              "keep_fraction": ("random_mask",), "rank": ("low_rank",)}
-    for name, methods in owners.items():
+    for name, methods in COMPRESSION_SETTINGS.items():
         _require(method in methods or getattr(config, name) == getattr(default, name),
                  f"--{name} only applies to --compression={'|'.join(methods)}")
     _require(1 <= config.quantization_bits <= 16,
