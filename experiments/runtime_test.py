@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from experiments import runtime
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_NAME = "worker_binary"
 START_TIMEOUT_SECONDS = 120.0  # from a child's start: TF import, worker, first rounds
@@ -330,3 +332,22 @@ def test_worker_starts_when_a_proxy_is_configured(children):
     pid = child.worker_pid()
     assert child.finish() == 0, child.report()
     assert _wait_worker_gone(pid)
+
+
+@pytest.mark.parametrize("preset", [None, "8"])
+def test_worker_gets_one_malloc_arena_per_core_unless_set(monkeypatch, preset):
+    # glibc's default arenas let the worker's memory creep up for ~125 rounds.
+    captured = {}
+
+    def fake_popen(args, **kwargs):
+        captured.update(kwargs)
+
+    monkeypatch.setattr(runtime, "loopback_shim", lambda: "")
+    monkeypatch.setattr(runtime, "worker_binary_path", lambda: "/bin/true")
+    monkeypatch.setattr(runtime.subprocess, "Popen", fake_popen)
+    if preset is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", preset)
+    runtime._start_worker(-1)
+    assert captured["env"]["MALLOC_ARENA_MAX"] == (preset or str(os.cpu_count()))
