@@ -42,21 +42,21 @@ def rounds_to_reach(metrics: pd.DataFrame, target: float,
     return float(reached["round"].iloc[0]) if len(reached) else math.nan
 
 
-def run_row(path: str, target: float | None = None) -> dict:
-    """One run's communication summary: per-client upload, factor, final accuracy,
-    and (given a target) the cumulative upload to reach it."""
+def run_row(path: str, target: float | None = None,
+            column: str = "test_accuracy") -> dict:
+    """One run's communication summary: per-client upload, factor, final `column`,
+    and (given a target for `column`) the cumulative upload and rounds to reach it."""
     metrics = runs.load_run(path)
-    evals = metrics.dropna(subset=["test_accuracy"])
+    evals = metrics.dropna(subset=[column])
     row = {"experiment": os.path.basename(path),
            "bits_up_per_client": float(metrics["bits_up_per_client"].mean()),
            "bits_down_per_client": float(metrics["bits_down_per_client"].mean()),
            "compression_factor": float(metrics["compression_factor"].mean()),
-           "final_test_accuracy": float(evals["test_accuracy"].iloc[-1]) if len(evals)
-           else math.nan,
+           f"final_{column}": float(evals[column].iloc[-1]) if len(evals) else math.nan,
            "cumulative_bits_up": float(cumulative_upload_bits(metrics).iloc[-1])}
     if target is not None:
-        row["bits_up_to_target"] = upload_to_reach(metrics, target)
-        row["rounds_to_target"] = rounds_to_reach(metrics, target)
+        row["bits_up_to_target"] = upload_to_reach(metrics, target, column)
+        row["rounds_to_target"] = rounds_to_reach(metrics, target, column)
     return row
 
 
@@ -91,16 +91,13 @@ def sweep_table(sweep: pd.DataFrame, metric: str = "test_accuracy",
               if len(uncompressed) else math.nan)
     per_run = []
     for path in sweep["path"]:
-        metrics = runs.load_run(path)
-        bits = (upload_to_reach(metrics, target, metric) if not math.isnan(target)
-                else math.nan)
+        row = run_row(path, None if math.isnan(target) else target, metric)
+        bits = row.get("bits_up_to_target", math.nan)
         per_run.append({
-            "reached_target": float(not math.isnan(bits)) if not math.isnan(target)
-            else math.nan,
-            "compression_factor": float(metrics["compression_factor"].astype(float).mean()),
+            "compression_factor": row["compression_factor"],
+            "reached_target": math.nan if math.isnan(target) else float(not math.isnan(bits)),
             "bits_up_to_target": bits,
-            "rounds_to_target": rounds_to_reach(metrics, target, metric)
-            if not math.isnan(target) else math.nan})
+            "rounds_to_target": row.get("rounds_to_target", math.nan)})
     sweep = pd.concat([sweep.reset_index(drop=True), pd.DataFrame(per_run)], axis=1)
     columns = ["upload_bits_per_client", "compression_factor", metric,
                "reached_target", "bits_up_to_target", "rounds_to_target"]

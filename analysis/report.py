@@ -133,8 +133,8 @@ def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
         lines.append("No compressed configuration is within one point of uncompressed.")
     else:
         best = close.loc[close["compression_factor_mean"].idxmax()]
-        setting = ", ".join(f"{k.removeprefix('hp_')}={cell(best, k)}" for k in keys
-                            if cell(best, k))
+        cells = {k.removeprefix("hp_"): cell(best, k) for k in keys}
+        setting = ", ".join(f"{k}={v}" for k, v in cells.items() if v)
         lines.append(f"Largest factor within one point: {setting}: "
                      f"{best['compression_factor_mean']:.1f}x less upload per client, "
                      f"`{metric}` {best[f'{metric}_mean']:.3f}.")

@@ -53,11 +53,6 @@ def request_stop(signum: int) -> None:
     _stop_signal = signum
 
 
-def stop_requested() -> int | None:
-    """The stop signal received so far, if any."""
-    return _stop_signal
-
-
 def raise_if_stop_requested() -> None:
     """Raises the interruption now if a stop signal arrived but was swallowed."""
     if _stop_signal == signal.SIGINT:
@@ -66,9 +61,11 @@ def raise_if_stop_requested() -> None:
         raise SystemExit(128 + _stop_signal)
 
 
-def _on_sigint(signum, frame) -> None:
+def on_stop_signal(signum, frame) -> None:
+    """Signal handler for Ctrl-C and SIGTERM: records the stop, then raises it
+    (KeyboardInterrupt, or SystemExit(128 + signum) so `finally` blocks run)."""
     request_stop(signum)
-    raise KeyboardInterrupt
+    raise_if_stop_requested()
 
 
 RESUMES = "run the same command again to resume"
@@ -89,7 +86,7 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
     Anything else is a bug and keeps its traceback.
     """
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGINT, on_stop_signal)
     try:
         body()
     except UsageError as e:

@@ -186,11 +186,6 @@ def start(max_concurrent_calls: int = -1) -> None:
     context_stack_impl.context_stack.set_default_context(context)
 
 
-def _raise_on_sigterm(signum, frame) -> None:
-    errors.request_stop(signum)
-    raise SystemExit(128 + signum)
-
-
 @contextlib.contextmanager
 def session(max_concurrent_calls: int = -1) -> Iterator[None]:
     """Runs the body with a live worker; the worker is gone on every way out.
@@ -198,7 +193,7 @@ def session(max_concurrent_calls: int = -1) -> Iterator[None]:
     SIGTERM is turned into SystemExit so that `finally` blocks (checkpoint
     writes, the worker's stop) run just as they do for Ctrl-C.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, errors.on_stop_signal)
     try:
         start(max_concurrent_calls)
         yield
