@@ -27,12 +27,23 @@ from experiments import errors, quiet_tf
 config_lib.define_flags()
 flags.DEFINE_string("audit_output", "", "Folder for audit.json and audit.md (default: "
                     "<root_output_dir>/<experiment_name or audit>/).")
+flags.DEFINE_integer("canary_candidates", 1000, "Text tasks: random digit strings each "
+                     "canary is ranked among (exposure at most log2(candidates + 1)).",
+                     lower_bound=1)
 AUDIT_DEFAULTS = {"model": "2nn", "algorithm": "fedavg_unweighted", "canaries": 10,
                   "canary_repeats": 50, "total_rounds": 100, "rounds_per_eval": 50,
                   "clip": 0.3, "noise_multiplier": 0.5}
 for _name, _value in AUDIT_DEFAULTS.items():
     flags.FLAGS.set_default(_name, _value)
 FLAGS = flags.FLAGS
+
+
+def with_task_defaults(values: dict, model_given: bool) -> dict:
+    """The flag values with the task's default model unless --model was given (the
+    audit's cheap `2nn` default is an EMNIST model)."""
+    if values["task"] != "emnist_character" and not model_given:
+        return {**values, "model": ""}
+    return values
 
 
 def arms(values: dict) -> dict[str, config_lib.ExperimentConfig]:
@@ -66,7 +77,7 @@ def _summary(records: list[dict]) -> dict:
     return out
 
 
-def measure(path: str) -> dict:
+def measure(path: str, candidates: int = 1000) -> dict:
     """Exposures of the canaries of the experiment at `path` (its final checkpoint)."""
     from experiments import canaries, results
     from experiments.federated import FederatedTrainer
@@ -77,21 +88,20 @@ def measure(path: str) -> dict:
         f.name: hparams["config"].get(f.name, f.default)
         for f in dataclasses.fields(config_lib.ExperimentConfig)})
     task = registry.get(config.task, config.task_config())
-    planted = canaries.canaries_of(task, config)
     trainer = FederatedTrainer(config, canaries.insert(task, config))
     checkpoint = results.Experiment(path, []).load_checkpoint()
     if checkpoint is None:
         raise errors.UsageError(f"{path} has no checkpoint to audit")
     model = task.build_model(config.seed)
     model.set_weights(trainer.model_weights(trainer.from_arrays(checkpoint[1])))
-    records = canaries.exposures(lambda x: model(x, training=False).numpy(),
-                                 task.train_data, planted)
+    records, most = canaries.measure(task, config, lambda x: model(x, training=False).numpy(),
+                                     candidates)
     summary = results.load_summary(path) or {}
     return {"path": path, "round": checkpoint[0], "dp": config.dp,
             "noise_multiplier": config.noise_multiplier, "clip": config.clip,
             "epsilon_rdp": summary.get("epsilon_rdp"),
             "test_accuracy": summary.get("test_accuracy"),
-            "max_exposure": float(np.log2(canaries.num_classes(task, config.seed))),
+            "task": config.task, "max_exposure": most,
             "exposure": _summary(records), "canaries": records}
 
 
@@ -110,19 +120,22 @@ def report(found: dict[str, dict]) -> str:
             f"{e['inserted']['rank_1']} of {len(r['canaries']) // 2} | "
             f"{e['controls']['mean']:.2f} |")
     some = next(iter(found.values()))
+    what = ("the image with each label is a candidate" if some.get("task", "emnist_character")
+            == "emnist_character" else "'my secret number is' + random digits: the canary "
+            "ranked by log-perplexity among random digit strings")
     lines.append(f"\nExposure = log2(candidates) - log2(rank), at most "
-                 f"{some['max_exposure']:.2f} bits (the image with each label is a candidate).")
+                 f"{some['max_exposure']:.2f} bits ({what}).")
     return "\n".join(lines) + "\n"
 
 
-def audit(values: dict, output: str) -> dict:
+def audit(values: dict, output: str, candidates: int = 1000) -> dict:
     """Trains both arms, measures exposure, writes audit.json and audit.md."""
     from experiments import results, runtime, train
 
     configs = arms(values)
     paths = {arm: train.train(config)[0] for arm, config in configs.items()}
     with runtime.session():
-        found = {arm: measure(path) for arm, path in paths.items()}
+        found = {arm: measure(path, candidates) for arm, path in paths.items()}
     os.makedirs(output, exist_ok=True)
     results.write_json(os.path.join(output, "audit.json"), found)
     text = report(found)
@@ -137,11 +150,13 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         print(f"audit: error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(errors.exit_code())
-    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.ExperimentConfig)}
+    values = with_task_defaults(
+        {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.ExperimentConfig)},
+        FLAGS["model"].present)
     output = FLAGS.audit_output or os.path.join(
         values["root_output_dir"], values["experiment_name"] or "audit")
     def run() -> None:
-        done = audit(values, output)
+        done = audit(values, output, FLAGS.canary_candidates)
         print(done["text"])
         print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
 

@@ -53,3 +53,17 @@ def test_dp_lowers_canary_exposure(femnist300_dir, tmp_path):
     assert inserted["dp"] < inserted["nodp"]
     # The canaries' excess over never-inserted controls (memorisation) shrinks too.
     assert (inserted["dp"] - controls["dp"]) < (inserted["nodp"] - controls["nodp"])
+
+
+def test_text_audit_uses_the_tasks_own_model_unless_one_is_given():
+    text = _values(task="shakespeare_character")
+    assert audit.with_task_defaults(text, model_given=False)["model"] == ""
+    assert audit.with_task_defaults(text, model_given=True)["model"] == "2nn"
+    assert audit.with_task_defaults(_values(), model_given=False)["model"] == "2nn"
+
+
+def test_canaries_are_refused_for_tasks_without_them():
+    with pytest.raises(UsageError) as caught:
+        audit.arms(_values(task="heatmap", model=""))
+    assert ("--canaries applies to --task=emnist_character|shakespeare_character|"
+            "stackoverflow_word (got --task=heatmap)") in str(caught.value)

@@ -33,6 +33,7 @@ AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff
 # Text tasks' splits (tasks.stackoverflow_word / _tag have test and heldout).
 EVAL_SPLITS = ("test", "heldout")
 OUTLIER_KINDS = ("label_flip", "constant_label", "scaled_random")
+CANARY_TASKS = ("emnist_character", "shakespeare_character", "stackoverflow_word")
 
 
 def _f(default, help_text: str, choices: tuple[str, ...] | None = None):
@@ -175,9 +176,12 @@ class ExperimentConfig:
     personalization_steps: int = _f(
         0, "On eval rounds, fine-tune the global model for this many local SGD steps on "
         "each test client's own training data and score it on its test data (0: off).")
+    personalization_learning_rate: float = _f(
+        0.0, "SGD rate of the personalisation fine-tuning (0: --client_learning_rate).")
     canaries: int = _f(
-        0, "Memorisation audit: this many canaries (an image copied with a random wrong "
-        "label), each inserted into one seeded training client.")
+        0, "Memorisation audit: this many canaries (EMNIST: an image copied with a random "
+        "wrong label; text tasks: 'my secret number is' and random digits), each inserted "
+        "into one seeded training client, plus as many never-inserted controls.")
     canary_repeats: int = _f(10, "Copies of each canary in its client's training data.")
     # Schedule.
     total_rounds: int = _f(100, "Number of federated rounds.")
@@ -480,7 +484,10 @@ def _validate_population(config: ExperimentConfig) -> None:
              "or --over_selection give --noise_multiplier (metrics.csv reports the epsilon)")
     _each(config, ("personalization_steps", "canaries"), lambda v: v >= 0,
           "must be an integer >= 0")
+    _each(config, ("personalization_learning_rate",), lambda v: v >= 0,
+          "must be >= 0 (0: use --client_learning_rate)")
     _require(config.canary_repeats >= 1,
              f"--canary_repeats={config.canary_repeats} must be a positive integer")
-    _require(config.canaries == 0 or config.task == "emnist_character",
-             f"--canaries applies to --task=emnist_character (got --task={config.task})")
+    _require(config.canaries == 0 or config.task in CANARY_TASKS,
+             f"--canaries applies to --task={'|'.join(CANARY_TASKS)} "
+             f"(got --task={config.task})")

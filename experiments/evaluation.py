@@ -77,7 +77,11 @@ class Evaluator:
         self._x, self._y, self._owner = _collect(task, batch)
         self._num_clients = len(task.test_data.client_ids)
         self._model = task.build_model(seed)
-        self._forward = tf.function(lambda x: self._model(x, training=False))
+        # One trace for every batch size (the first, full and last batches differ).
+        self._forward = tf.function(
+            lambda x: self._model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *self._x.shape[1:]),
+                                           tf.as_dtype(self._x.dtype))])
         output_shape = tuple(self._forward(tf.constant(self._x[:1])).shape[1:])
         naive = task.scoring.naive_outputs(train_labels(task), len(self._y), output_shape)
         self.naive = self._score(lambda start, stop: naive[start:stop])[task.scoring.primary]

@@ -5,7 +5,8 @@ personalisation evaluation (Wang et al. 2019, "Federated Evaluation of
 On-device Personalization"), each test client that also has a training split
 under the same client id (true of EMNIST's writers) takes a copy of the
 global model, runs `--personalization_steps` plain SGD steps (batch
-`--client_batch_size`, rate `--client_learning_rate`) on its own training
+`--client_batch_size`, rate `--personalization_learning_rate`, by default
+`--client_learning_rate`) on its own training
 data, in a seeded order, and is scored on its own test data. The before and
 after scores are reported as distributions (mean, 10th / 50th / 90th
 percentile over clients) in eval rows, and per client in
@@ -148,11 +149,16 @@ class PersonalizingEvaluator:
         return row
 
 
+def fine_tuning_rate(config) -> float:
+    """The personalisation SGD rate: its own flag, else the clients' training rate."""
+    return config.personalization_learning_rate or config.client_learning_rate
+
+
 def wrap(evaluator, task: Task, config, folder: str):
     """`evaluator` with personalisation when --personalization_steps > 0."""
     if config.personalization_steps <= 0:
         return evaluator
     personalizer = Personalizer(task, config.personalization_steps,
-                                config.client_batch_size, config.client_learning_rate,
+                                config.client_batch_size, fine_tuning_rate(config),
                                 config.seed)
     return PersonalizingEvaluator(evaluator, personalizer, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from experiments import config as config_lib
 from experiments import personalization
 from tasks import registry
 from tasks.scoring import Scoring
@@ -63,3 +64,11 @@ def test_fine_tuning_matches_numpy_sgd(emnist_dir):
     assert row["personal_accuracy_after_mean"] == pytest.approx(after.mean())
     assert row["personal_accuracy_after_p50"] == pytest.approx(np.median(after))
     assert row["personal_clients"] == len(records)
+
+
+def test_fine_tuning_rate_has_its_own_flag_defaulting_to_the_client_rate():
+    base = config_lib.ExperimentConfig(client_learning_rate=0.1)
+    assert personalization.fine_tuning_rate(base) == 0.1
+    own = config_lib.ExperimentConfig(client_learning_rate=0.1,
+                                      personalization_learning_rate=0.02)
+    assert personalization.fine_tuning_rate(own) == 0.02

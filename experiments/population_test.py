@@ -175,6 +175,8 @@ def test_cohort_accounting_is_conservative():
     ({"dropout_rate": 0.3, "algorithm": "centralized"}, "--dropout_rate applies to federated"),
     ({"canary_repeats": 0}, "--canary_repeats=0 must be a positive integer"),
     ({"personalization_steps": -1}, "--personalization_steps=-1 must be an integer >= 0"),
+    ({"personalization_learning_rate": -0.1},
+     "--personalization_learning_rate=-0.1 must be >= 0 (0: use --client_learning_rate)"),
 ])
 def test_bad_flags_are_one_line_errors(flags, fragment):
     with pytest.raises(UsageError, match=None) as caught:

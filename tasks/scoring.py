@@ -87,6 +87,11 @@ class SequenceScoring(Scoring):
         self._pad = pad_id
         self._special = tuple(special_ids)
 
+    @property
+    def pad_id(self) -> int:
+        """The padding id, which no loss or metric counts."""
+        return self._pad
+
     def loss(self) -> tf.keras.losses.Loss:
         """Cross-entropy averaged over real (non-padding) positions."""
         return MaskedSparseCrossentropy(self._pad)

@@ -103,6 +103,10 @@ def build_task(config: TaskConfig) -> Task:
         rows, source = char_rows(arrays["snippets"], sequence_length)
         return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), source
 
+    def encode_text(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = prepare({"snippets": texts})
+        return x, y
+
     train = sql_client_data.load(path, "train", _parse, prepare)
     test = sql_client_data.load(path, "test", _parse, prepare)
     if train is None or test is None:
@@ -118,6 +122,7 @@ def build_task(config: TaskConfig) -> Task:
         scoring=SequenceScoring(PAD, (OOV, BOS, EOS)),
         model_name=model,
         data_file=path,
+        encode_text=encode_text,
         description=(f"Shakespeare next-character prediction, sequence length "
                      f"{sequence_length}, {model}"),
     )

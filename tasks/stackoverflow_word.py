@@ -45,6 +45,7 @@ def build_task(config: TaskConfig) -> Task:
         scoring=SequenceScoring(special.pad, (special.oov, special.bos, special.eos)),
         model_name=model,
         data_file=path,
+        encode_text=lambda texts: prepare({"tokens": texts}),
         description=(f"StackOverflow next-word prediction, {len(vocab)} words + 4 special, "
                      f"sequence length {sequence_length}, eval on {config.eval_split}, "
                      f"{model}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tasks.scoring import Scoring
@@ -69,6 +70,9 @@ class Task:
     model_name: str = ""
     data_file: str = ""
     description: str = ""
+    # Text tasks: sentences -> model-ready (x, y) rows, prepared as the task's own
+    # examples are (memorisation canaries write text through it).
+    encode_text: Callable[[list[str]], tuple[np.ndarray, np.ndarray]] | None = None
 
     def data_summary(self) -> dict:
         """Which data a run used, for hparams.json (file, clients, examples)."""
