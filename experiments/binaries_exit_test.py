@@ -1,10 +1,12 @@
-"""The other TFF-running binaries leave no worker behind on Ctrl-C or SIGTERM.
+"""The other TFF-running binaries leave no worker behind on Ctrl-C, SIGTERM or SIGKILL.
 
 `experiments/runtime_test.py` covers every exit path of `experiments.train`
 (and `sweep_interrupt_test.py` a sweep's). Here the memorisation audit, which
 trains two experiments in one process, is interrupted mid-training: it must
 exit 130 (Ctrl-C) or 143 (SIGTERM) without a traceback, with its TFF worker
-gone and the rounds written so far intact for a rerun.
+gone and the rounds written so far intact for a rerun. The benchmark is
+stopped the same ways and by SIGKILL, and must leave no worker and no
+results file behind.
 """
 
 from __future__ import annotations
@@ -59,3 +61,40 @@ def test_audit_interrupted_mid_training(tmp_path, emnist_dir, signum, code):
     assert _wait_worker_gone(workers[0]), "the audit's TFF worker survived"
     rounds = [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]]
     assert rounds == list(range(1, len(rounds) + 1))
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                         (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["ctrl_c", "sigterm", "sigkill"])
+def test_bench_interrupted_mid_run(tmp_path, emnist_dir, signum, code):
+    # A benchmark's long memory run is stopped while its worker trains; SIGKILL of the
+    # benchmark itself (no handler can run) must still take the worker down.
+    env = {**os.environ, "PYTHONPATH": ROOT, "HOME": str(tmp_path),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.bench", f"--data_dir={emnist_dir}",
+         "--cohorts=2", "--warmup_rounds=0", "--rounds=1", "--memory_round_a=1",
+         "--memory_round_b=100000", "--memory_dp_cohort=2", f"--output={tmp_path / 'bench.json'}"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    deadline = time.monotonic() + 300
+    try:
+        while not _worker_children(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.1)
+        time.sleep(5)  # into the rounds (each measurement has its own worker)
+        while not (workers := _worker_children(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.05)
+        assert len(workers) == 1, workers
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = f"exit {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    assert proc.returncode == code, report
+    assert "Traceback" not in stderr, report
+    assert _wait_worker_gone(workers[0]), "the benchmark's TFF worker survived"
+    assert not (tmp_path / "bench.json").exists(), "an interrupted benchmark wrote results"
