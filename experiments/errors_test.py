@@ -13,6 +13,9 @@ from experiments import errors
 def _no_stop_left(monkeypatch):
     monkeypatch.setattr(errors, "_stop_signal", None)
     previous = signal.getsignal(signal.SIGINT)
+    # As in a terminal: a background shell (nohup, some CI runners) starts us with
+    # SIGINT ignored, and guarded() rightly keeps an ignored SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
 
