@@ -74,6 +74,10 @@ def _summary(records: list[dict]) -> dict:
                       "max": float(values.max()),
                       "rank_1": int(sum(1 for r in records if r["inserted"] is inserted
                                         and r["rank"] == 1))}
+        fitted = [r["exposure_fit"] for r in records
+                  if r["inserted"] is inserted and "exposure_fit" in r]
+        if fitted:
+            out[group]["fit_mean"] = float(np.mean(fitted))
     return out
 
 
@@ -106,25 +110,34 @@ def measure(path: str, candidates: int = 1000) -> dict:
 
 
 def report(found: dict[str, dict]) -> str:
-    """A markdown table comparing the arms."""
+    """A markdown table comparing the arms (text audits add the fitted exposure)."""
+    fitted = all("fit_mean" in r["exposure"]["inserted"] for r in found.values())
+    extra = " fitted exposure inserted / controls |" if fitted else ""
     lines = ["| run | epsilon (RDP) | test accuracy | exposure inserted mean / median / max "
-             "| inserted at rank 1 | controls mean |", "|---|---|---|---|---|---|"]
+             "| inserted at rank 1 | controls mean |" + extra,
+             "|---|---|---|---|---|---|" + ("---|" if fitted else "")]
     for arm, r in found.items():
         e = r["exposure"]
         eps = r["epsilon_rdp"]
         eps_text = "inf" if eps is None or not np.isfinite(eps) else f"{eps:.1f}"
-        lines.append(
+        line = (
             f"| {arm} (z={r['noise_multiplier']}, clip={r['clip'] if arm == 'dp' else '-'}) "
             f"| {eps_text} | {r['test_accuracy']:.3f} | {e['inserted']['mean']:.2f} / "
             f"{e['inserted']['median']:.2f} / {e['inserted']['max']:.2f} | "
             f"{e['inserted']['rank_1']} of {len(r['canaries']) // 2} | "
             f"{e['controls']['mean']:.2f} |")
+        if fitted:
+            line += f" {e['inserted']['fit_mean']:.2f} / {e['controls']['fit_mean']:.2f} |"
+        lines.append(line)
     some = next(iter(found.values()))
     what = ("the image with each label is a candidate" if some.get("task", "emnist_character")
             == "emnist_character" else "'my secret number is' + random digits: the canary "
             "ranked by log-perplexity among random digit strings")
     lines.append(f"\nExposure = log2(candidates) - log2(rank), at most "
                  f"{some['max_exposure']:.2f} bits ({what}).")
+    if fitted:
+        lines.append("Fitted exposure: -log2 of a skew-normal fitted to the candidates' "
+                     "losses at the canary's loss, at most log2 10^6 = 19.93 bits.")
     return "\n".join(lines) + "\n"
 
 

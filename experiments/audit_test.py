@@ -67,3 +67,27 @@ def test_canaries_are_refused_for_tasks_without_them():
         audit.arms(_values(task="heatmap", model=""))
     assert ("--canaries applies to --task=emnist_character|shakespeare_character|"
             "stackoverflow_word (got --task=heatmap)") in str(caught.value)
+
+
+def _found(text: bool) -> dict:
+    def arm(z, exposures, fits):
+        records = [{"inserted": i < 2, "rank": 1 if e > 5 else 9, "exposure": e,
+                    **({"exposure_fit": f} if text else {})}
+                   for i, (e, f) in enumerate(zip(exposures, fits, strict=True))]
+        return {"noise_multiplier": z, "clip": 0.3, "epsilon_rdp": None if z == 0 else 12.0,
+                "test_accuracy": 0.5, "task": "stackoverflow_word" if text
+                else "emnist_character", "max_exposure": 9.97 if text else 5.95,
+                "exposure": audit._summary(records), "canaries": records}
+    return {"nodp": arm(0.0, [9.97, 3.0, 1.0, 0.5], [15.0, 4.0, 1.2, 0.8]),
+            "dp": arm(0.5, [1.0, 2.0, 1.0, 0.0], [1.0, 2.0, 1.0, 1.0])}
+
+
+def test_report_rows_and_fitted_column_for_text():
+    text = audit.report(_found(text=True))
+    assert ("| nodp (z=0.0, clip=-) | inf | 0.500 | 6.49 / 6.49 / 9.97 | 1 of 2 | 0.75 | "
+            "9.50 / 1.00 |") in text
+    assert "| dp (z=0.5, clip=0.3) | 12.0 | 0.500 | 1.50 / 1.50 / 2.00 | 0 of 2 | 0.50 | " \
+        "1.50 / 1.00 |" in text
+    assert "random digit strings" in text and "skew-normal" in text
+    image = audit.report(_found(text=False))
+    assert "fitted" not in image and "the image with each label" in image

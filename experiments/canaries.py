@@ -25,7 +25,10 @@ what an un-memorised secret gets (about 1 bit below the maximum by chance).
   separate tokens; its loss is the log-perplexity of the whole sentence and the
   candidates are `candidates` other random digit strings after the same prefix
   (exposure at most log2(candidates + 1)), as in Carlini et al.'s estimate by
-  sampling.
+  sampling. Their estimate by distribution modelling is also given
+  (`exposure_fit`): a skew-normal fitted to the candidates' losses,
+  exposure = -log2 P(loss <= canary's), capped at log2 of the 10^6 secrets,
+  which still ranks canaries memorised beyond the sampled candidates' reach.
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ def exposure(canary_loss: float, candidate_losses: np.ndarray) -> float:
     losses = np.asarray(candidate_losses, dtype=np.float64).ravel()
     rank = 1 + int(np.sum(losses < canary_loss))
     return math.log2(losses.size + 1) - math.log2(rank)
+
+
+def fitted_exposure(canary_loss: float, candidate_losses: np.ndarray, space: float) -> float:
+    """-log2 of the fitted skew-normal's probability of a loss at most the canary's,
+    capped at log2 `space` (Carlini et al. 2019, exposure by distribution modelling)."""
+    from scipy import stats
+
+    params = stats.skewnorm.fit(np.asarray(candidate_losses, dtype=np.float64))
+    bits = -float(stats.skewnorm.logcdf(canary_loss, *params)) / math.log(2)
+    return min(max(bits, 0.0), math.log2(space))
 
 
 def _clients(data: InMemoryClientData, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -260,7 +273,9 @@ def text_exposures(predict, encode_text: Callable, canaries: list[TextCanary],
         losses = sequence_losses(predict, x[:, :width], y[:, :width], pad)
         records.append({**dataclasses.asdict(c), "loss": float(losses[0]),
                         "rank": 1 + int(np.sum(losses[1:] < losses[0])),
-                        "exposure": exposure(losses[0], losses[1:])})
+                        "exposure": exposure(losses[0], losses[1:]),
+                        "exposure_fit": fitted_exposure(losses[0], losses[1:],
+                                                        10.0 ** SECRET_DIGITS)})
     return records
 
 

@@ -197,3 +197,15 @@ def test_text_canaries_need_every_digit_in_the_vocabulary():
     canaries.check_text_encoding(_encode)
     with pytest.raises(UsageError, match="the ten digits 0-9 in the vocabulary"):
         canaries.check_text_encoding(digitless)
+
+
+def test_fitted_exposure_extrapolates_beyond_the_sampled_candidates():
+    # Candidates' losses ~ N(10, 2): a canary at 2 (z = -4) lies beyond 1,000 samples,
+    # whose sampled exposure saturates at log2 1001; the fit estimates -log2 Phi(-4).
+    from scipy import stats
+    losses = np.random.default_rng(0).normal(10.0, 2.0, 1000)
+    expected = -stats.norm.logcdf(-4.0) / math.log(2)  # 14.9 bits
+    assert canaries.exposure(2.0, losses) == pytest.approx(math.log2(1001))
+    assert canaries.fitted_exposure(2.0, losses, 1e6) == pytest.approx(expected, abs=1.0)
+    assert canaries.fitted_exposure(10.0, losses, 1e6) == pytest.approx(1.0, abs=0.2)
+    assert canaries.fitted_exposure(-50.0, losses, 1e6) == pytest.approx(math.log2(1e6))
