@@ -18,6 +18,11 @@ machine (both sides of a ratio see the same load):
    `ratio_to_centralized` = federated median / centralised median.
 3. Per-client fixed overhead: least-squares slope of federated round time vs
    cohort size, minus the centralised compute of one mean-sized client.
+   The same fixed cost measured with the compute held constant: each round's
+   examples as `--memory_dp_cohort` clients and as one client holding them all,
+   interleaved (`fixed_overhead_ms_per_client`); that one client against the
+   centralised loop (`one_client_over_centralized`) is the speed of TFF's client
+   step itself.
 4. Resident memory (VmRSS of this process plus TFF's worker) at rounds
    `--memory_round_a` and `--memory_round_b` of one long run.
 5. DP overhead: rounds of unweighted FedAvg without and with fixed-clip DP
@@ -48,7 +53,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import errors, results
+from experiments import errors, quiet_tf, results
 from experiments.config import ExperimentConfig, validate
 from experiments.errors import UsageError
 from tasks import data_files
@@ -78,7 +83,8 @@ flags.DEFINE_integer("rounds", 5, "Measured rounds per cohort size (and per DP a
 flags.DEFINE_integer("memory_round_a", 50, "Round of the long run at which RSS is first read.")
 flags.DEFINE_integer("memory_round_b", 500,
                      "Round at which RSS is read again (0: skip the memory run).")
-flags.DEFINE_integer("memory_dp_cohort", 10, "Cohort size of the memory and DP runs.")
+flags.DEFINE_integer("memory_dp_cohort", 10,
+                     "Cohort size of the memory, DP, compression and client-split runs.")
 flags.DEFINE_string("output", "bench.json",
                     "JSON results file; the markdown table goes beside it as .md.")
 # --- Flower side by side (experiments/flower_bench.py, experiments/flower_peer.py) ---
@@ -136,8 +142,9 @@ def settings_from_flags() -> Settings:
     _require(FLAGS.warmup_rounds >= 0,
              f"--warmup_rounds={FLAGS.warmup_rounds} must be >= 0")
     _require(FLAGS.rounds >= 1, f"--rounds={FLAGS.rounds} must be a positive integer")
-    _require(FLAGS.memory_dp_cohort >= 1,
-             f"--memory_dp_cohort={FLAGS.memory_dp_cohort} must be a positive integer")
+    _require(FLAGS.memory_dp_cohort >= 2,
+             f"--memory_dp_cohort={FLAGS.memory_dp_cohort} must be at least 2 (it is "
+             "also split into one client to measure the fixed cost per client)")
     _require(FLAGS.memory_round_b >= 0,
              f"--memory_round_b={FLAGS.memory_round_b} must be >= 0 (0 skips the memory run)")
     if FLAGS.memory_round_b:
@@ -349,7 +356,7 @@ class GraphLoopReference:
             correct += tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.int32))
         return examples, loss_sum, correct
 
-    def round_dataset(self, round_num: int, clients_per_round: int) -> Any:
+    def client_datasets(self, round_num: int, clients_per_round: int) -> list:
         """The round's client datasets exactly as FederatedTrainer builds them."""
         from experiments import sampling
 
@@ -357,13 +364,16 @@ class GraphLoopReference:
         client_ids = task.train_data.client_ids
         chosen = sampling.select_clients(cfg.client_sampling, len(client_ids),
                                          clients_per_round, cfg.seed, round_num)
-        datasets = [
+        return [
             task.preprocess_train(
                 task.train_data.create_tf_dataset_for_client(client_ids[i]),
                 sampling.client_shuffle_seed(cfg.seed, round_num, i))
             for i in chosen
         ]
-        return _balanced_concatenate(datasets)
+
+    def round_dataset(self, round_num: int, clients_per_round: int) -> Any:
+        """The round's examples as one dataset, clients in order."""
+        return _balanced_concatenate(self.client_datasets(round_num, clients_per_round))
 
     def run(self, round_num: int, clients_per_round: int) -> tuple[float, float, int]:
         """Trains on the round's examples; returns (seconds, build seconds, examples).
@@ -474,6 +484,52 @@ def per_client_overhead(cohorts: list[int], federated: dict[str, dict],
     result["centralized_ms_per_client"] = 1000.0 * compute
     result["per_client_overhead_ms"] = 1000.0 * (fed_slope - compute)
     return result
+
+
+def _seconds(call: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began
+
+
+def measure_client_split(task: Any, reference: GraphLoopReference, data_dir: str,
+                         cohort: int, warmup: int, rounds: int) -> dict:
+    """Separates the fixed cost of a client from the cost of its compute.
+
+    Each round's examples are trained three ways, interleaved: as `cohort`
+    clients, as ONE client holding all of them (same TFF process and state), and
+    by the compiled centralised loop. (cohort clients - one client) / (cohort - 1)
+    is the fixed cost per extra client with the compute held constant; one
+    client / centralised is how fast TFF's client step trains the same examples.
+    """
+    from experiments import process
+
+    learning = process.build(_config(data_dir, clients_per_round=cohort), task)
+    state = learning.initialize()
+    split, whole, central = [], [], []
+    for round_num in range(1, warmup + rounds + 1):
+        datasets = reference.client_datasets(round_num, cohort)
+        one = [_balanced_concatenate(list(datasets))]
+        times = (_seconds(lambda d=datasets: learning.next(state, d)),
+                 _seconds(lambda d=one: learning.next(state, d)),
+                 reference.run(round_num, cohort)[0])
+        _progress(f"client split round {round_num}/{warmup + rounds}: {cohort} clients "
+                  f"{times[0]:.2f} s, one client {times[1]:.2f} s, centralised "
+                  f"{times[2]:.2f} s")
+        if round_num > warmup:
+            for values, t in zip((split, whole, central), times, strict=True):
+                values.append(t)
+    per_client = [(s - w) / (cohort - 1) * 1000 for s, w in zip(split, whole, strict=True)]
+    step = [w / c for w, c in zip(whole, central, strict=True)]
+    return {
+        "cohort": cohort,
+        "median_split_seconds": _median(split),
+        "median_one_client_seconds": _median(whole),
+        "median_centralized_seconds": _median(central),
+        "fixed_overhead_ms_per_client": _median(per_client),
+        "one_client_over_centralized": _median(step),
+        "split_seconds": split, "one_client_seconds": whole, "centralized_seconds": central,
+    }
 
 
 def measure_memory(task: Any, data_dir: str, cohort: int, round_a: int,
@@ -737,6 +793,11 @@ def markdown(result: dict) -> str:
               f"{_fmt(o['federated_slope_ms_per_client'], '.1f')} |",
               f"| centralised compute per mean client (ms) | "
               f"{_fmt(o.get('centralized_ms_per_client'), '.1f')} |"]
+    split = result["client_split"]
+    lines += [f"| fixed cost per extra client, same examples as {split['cohort']} clients "
+              f"or 1 (ms) | {_fmt(split['fixed_overhead_ms_per_client'], '.1f')} |",
+              f"| one TFF client / centralised loop, same examples | "
+              f"{_fmt(split['one_client_over_centralized'], '.2f')} |"]
     if mem is not None:
         lines += [
             f"| RSS main + worker at round {mem['round_a']} (MiB) | "
@@ -800,6 +861,8 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
             for c in settings.cohorts}
         overhead = per_client_overhead(list(settings.cohorts), federated, centralized,
                                        mean_client)
+        split = measure_client_split(task, reference, folder, settings.memory_dp_cohort,
+                                     settings.warmup_rounds, settings.rounds)
         dp = measure_dp(task, folder, population, settings.memory_dp_cohort,
                         settings.warmup_rounds, settings.rounds)
         compression = measure_compression(task, folder, settings.memory_dp_cohort,
@@ -832,6 +895,9 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
         "ratio_to_centralized": ratios,
         "overhead": overhead,
         "per_client_overhead_ms": overhead["per_client_overhead_ms"],
+        "client_split": split,
+        "fixed_overhead_ms_per_client": split["fixed_overhead_ms_per_client"],
+        "one_client_over_centralized": split["one_client_over_centralized"],
         "memory": memory,
         "memory_growth_percent": None if memory is None else memory["growth_percent"],
         "dp": dp,
@@ -847,6 +913,7 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
 
 
 def main(argv: list[str]) -> None:
+    quiet_tf.filter_stderr()  # grappler's harmless fetch-node line when DP is traced
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise here
     if len(argv) > 1:

@@ -50,6 +50,10 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
         assert result["centralized"][cohort]["same_examples_as_federated"] is True
     assert result["centralized_traces"] == 1
     assert _is_number(result["per_client_overhead_ms"])
+    split = result["client_split"]
+    assert split["cohort"] == 3 and len(split["split_seconds"]) == 1
+    assert _is_number(result["fixed_overhead_ms_per_client"])
+    assert result["one_client_over_centralized"] > 0
     memory = result["memory"]
     assert (memory["round_a"], memory["round_b"]) == (1, 2)
     assert memory["rss_a"]["worker_mib"] > 0 and memory["rss_b"]["main_mib"] > 0
