@@ -8,7 +8,8 @@ setting wins), and the import of TensorFlow runs with stderr captured; every
 captured line except the known-benign ones is written back to stderr.
 Binaries also call `filter_stderr()`, which keeps filtering the same benign
 lines (and grappler's "Failed to detect the fetch node(s)", printed when TFF
-traces DP aggregators) for the rest of the run.
+traces DP aggregators, and gRPC's note that it skipped its fork handlers when a
+subprocess starts) for the rest of the run.
 """
 
 import atexit
@@ -26,6 +27,7 @@ _BENIGN = re.compile(
     r"|This TensorFlow binary is optimized to use available CPU instructions"
     r"|To enable the following instructions"
     r"|grappler_item_builder.cc.*Failed to detect the fetch node"
+    r"|fork_posix.cc.*Other threads are currently calling into gRPC, skipping fork"
 )
 
 
