@@ -55,6 +55,26 @@ def test_dp_lowers_canary_exposure(femnist300_dir, tmp_path):
     assert (inserted["dp"] - controls["dp"]) < (inserted["nodp"] - controls["nodp"])
 
 
+@pytest.mark.slow
+def test_dp_lowers_text_canary_exposure(stackexchange_dir, tmp_path):
+    # Measured with these settings (SE-Bioinformatics, lstm_small, 10 clients, 60
+    # rounds, clip 0.3): "my secret number is" + 6 digits, 10 canaries x 50 copies,
+    # exposure among 1,000 random digit strings 3.36 bits without DP (controls
+    # 1.06) and 1.74 with z=0.3 (controls 1.45).
+    values = _values(task="stackoverflow_word", model="lstm_small",
+                     data_dir=stackexchange_dir, root_output_dir=str(tmp_path),
+                     progress=False, client_batch_size=16, client_epochs_per_round=2,
+                     client_learning_rate=1.0, total_rounds=60, rounds_per_eval=30,
+                     noise_multiplier=0.3)
+    audit.audit(values, str(tmp_path / "audit"))
+    found = results.read_json(str(tmp_path / "audit" / "audit.json"))
+    inserted, controls = ({a: found[a]["exposure"][g]["mean"] for a in ("nodp", "dp")}
+                          for g in ("inserted", "controls"))
+    assert inserted["nodp"] > controls["nodp"] + 1.0  # memorised without DP
+    assert inserted["dp"] < inserted["nodp"]
+    assert (inserted["dp"] - controls["dp"]) < (inserted["nodp"] - controls["nodp"])
+
+
 def test_text_audit_uses_the_tasks_own_model_unless_one_is_given():
     text = _values(task="shakespeare_character")
     assert audit.with_task_defaults(text, model_given=False)["model"] == ""
