@@ -22,7 +22,8 @@ machine (both sides of a ratio see the same load):
    examples as `--memory_dp_cohort` clients and as one client holding them all,
    interleaved (`fixed_overhead_ms_per_client`); that one client against the
    centralised loop (`one_client_over_centralized`) is the speed of TFF's client
-   step itself.
+   step itself. The same rounds also run through `experiments.lean_fedavg` (the
+   same weighted FedAvg around a bare client step): `lean_ratio_to_centralized`.
 4. Resident memory (VmRSS of this process plus TFF's worker) at rounds
    `--memory_round_a` and `--memory_round_b` of one long run.
 5. DP overhead: rounds of unweighted FedAvg without and with fixed-clip DP
@@ -532,6 +533,41 @@ def measure_client_split(task: Any, reference: GraphLoopReference, data_dir: str
     }
 
 
+def measure_lean(task: Any, reference: GraphLoopReference, data_dir: str, cohort: int,
+                 warmup: int, rounds: int) -> dict:
+    """TFF's weighted FedAvg against the lean one (`experiments.lean_fedavg`: the same
+    algorithm around a bare client step) and the centralised loop, interleaved on
+    each round's clients: what TFF's client adapter costs."""
+    from experiments import lean_fedavg, process
+
+    config = _config(data_dir, clients_per_round=cohort)
+    standard = process.build(config, task)
+    lean = lean_fedavg.build(task, config.seed, config.client_learning_rate,
+                             config.server_learning_rate)
+    states = (standard.initialize(), lean.initialize())
+    times: dict[str, list[float]] = {"tff": [], "lean": [], "centralized": []}
+    for round_num in range(1, warmup + rounds + 1):
+        datasets = reference.client_datasets(round_num, cohort)
+        measured = (_seconds(lambda d=datasets: standard.next(states[0], d)),
+                    _seconds(lambda d=datasets: lean.next(states[1], d)),
+                    reference.run(round_num, cohort)[0])
+        _progress(f"lean round {round_num}/{warmup + rounds}: TFF FedAvg {measured[0]:.2f} s, "
+                  f"lean {measured[1]:.2f} s, centralised {measured[2]:.2f} s")
+        if round_num > warmup:
+            for key, seconds in zip(times, measured, strict=True):
+                times[key].append(seconds)
+    medians = {key: _median(values) for key, values in times.items()}
+    return {
+        "cohort": cohort,
+        "median_seconds": medians,
+        "lean_over_tff": _median([b / a for a, b in zip(times["tff"], times["lean"],
+                                                         strict=True)]),
+        "lean_ratio_to_centralized": _median(
+            [b / c for b, c in zip(times["lean"], times["centralized"], strict=True)]),
+        "seconds": times,
+    }
+
+
 def measure_memory(task: Any, data_dir: str, cohort: int, round_a: int,
                    round_b: int) -> dict:
     """RSS of this process plus TFF's worker at two rounds of one long run."""
@@ -798,6 +834,11 @@ def markdown(result: dict) -> str:
               f"or 1 (ms) | {_fmt(split['fixed_overhead_ms_per_client'], '.1f')} |",
               f"| one TFF client / centralised loop, same examples | "
               f"{_fmt(split['one_client_over_centralized'], '.2f')} |"]
+    lean = result["lean"]
+    lines += [f"| lean FedAvg (bare client step) / TFF's FedAvg, cohort {lean['cohort']} | "
+              f"{_fmt(lean['lean_over_tff'], '.2f')} |",
+              f"| lean FedAvg / centralised loop | "
+              f"{_fmt(lean['lean_ratio_to_centralized'], '.2f')} |"]
     if mem is not None:
         lines += [
             f"| RSS main + worker at round {mem['round_a']} (MiB) | "
@@ -863,6 +904,8 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
                                        mean_client)
         split = measure_client_split(task, reference, folder, settings.memory_dp_cohort,
                                      settings.warmup_rounds, settings.rounds)
+        lean = measure_lean(task, reference, folder, settings.memory_dp_cohort,
+                            settings.warmup_rounds, settings.rounds)
         dp = measure_dp(task, folder, population, settings.memory_dp_cohort,
                         settings.warmup_rounds, settings.rounds)
         compression = measure_compression(task, folder, settings.memory_dp_cohort,
@@ -896,6 +939,8 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
         "overhead": overhead,
         "per_client_overhead_ms": overhead["per_client_overhead_ms"],
         "client_split": split,
+        "lean": lean,
+        "lean_ratio_to_centralized": lean["lean_ratio_to_centralized"],
         "fixed_overhead_ms_per_client": split["fixed_overhead_ms_per_client"],
         "one_client_over_centralized": split["one_client_over_centralized"],
         "memory": memory,
