@@ -493,8 +493,29 @@ def _seconds(call: Callable[[], Any]) -> float:
     return time.perf_counter() - began
 
 
-def measure_client_split(task: Any, reference: GraphLoopReference, data_dir: str,
-                         cohort: int, warmup: int, rounds: int) -> dict:
+def _interleaved(reference: GraphLoopReference, cohort: int, warmup: int, rounds: int,
+                 label: str, arms: dict[str, Callable[[list], Any]]) -> dict[str, list[float]]:
+    """Seconds of each arm on each round's client datasets, then of the centralised
+    loop on the same examples (key "centralized"); warm-up rounds are dropped."""
+    times: dict[str, list[float]] = {name: [] for name in [*arms, "centralized"]}
+    for round_num in range(1, warmup + rounds + 1):
+        datasets = reference.client_datasets(round_num, cohort)
+        measured = {name: _seconds(lambda f=arm, d=datasets: f(d)) for name, arm in arms.items()}
+        measured["centralized"] = reference.run(round_num, cohort)[0]
+        _progress(f"{label} round {round_num}/{warmup + rounds}: " + ", ".join(
+            f"{name} {seconds:.2f} s" for name, seconds in measured.items()))
+        if round_num > warmup:
+            for name, seconds in measured.items():
+                times[name].append(seconds)
+    return times
+
+
+def _paired_median(numerators: list[float], denominators: list[float]) -> float | None:
+    return _median([n / d for n, d in zip(numerators, denominators, strict=True)])
+
+
+def measure_client_split(standard: Any, reference: GraphLoopReference, cohort: int,
+                         warmup: int, rounds: int) -> dict:
     """Separates the fixed cost of a client from the cost of its compute.
 
     Each round's examples are trained three ways, interleaved: as `cohort`
@@ -503,67 +524,43 @@ def measure_client_split(task: Any, reference: GraphLoopReference, data_dir: str
     is the fixed cost per extra client with the compute held constant; one
     client / centralised is how fast TFF's client step trains the same examples.
     """
-    from experiments import process
-
-    learning = process.build(_config(data_dir, clients_per_round=cohort), task)
-    state = learning.initialize()
-    split, whole, central = [], [], []
-    for round_num in range(1, warmup + rounds + 1):
-        datasets = reference.client_datasets(round_num, cohort)
-        one = [_balanced_concatenate(list(datasets))]
-        times = (_seconds(lambda d=datasets: learning.next(state, d)),
-                 _seconds(lambda d=one: learning.next(state, d)),
-                 reference.run(round_num, cohort)[0])
-        _progress(f"client split round {round_num}/{warmup + rounds}: {cohort} clients "
-                  f"{times[0]:.2f} s, one client {times[1]:.2f} s, centralised "
-                  f"{times[2]:.2f} s")
-        if round_num > warmup:
-            for values, t in zip((split, whole, central), times, strict=True):
-                values.append(t)
+    state = standard.initialize()
+    times = _interleaved(reference, cohort, warmup, rounds, "client split", {
+        "split": lambda d: standard.next(state, d),
+        "one_client": lambda d: standard.next(state, [_balanced_concatenate(list(d))]),
+    })
+    split, whole, central = times["split"], times["one_client"], times["centralized"]
     per_client = [(s - w) / (cohort - 1) * 1000 for s, w in zip(split, whole, strict=True)]
-    step = [w / c for w, c in zip(whole, central, strict=True)]
     return {
         "cohort": cohort,
         "median_split_seconds": _median(split),
         "median_one_client_seconds": _median(whole),
         "median_centralized_seconds": _median(central),
         "fixed_overhead_ms_per_client": _median(per_client),
-        "one_client_over_centralized": _median(step),
+        "one_client_over_centralized": _paired_median(whole, central),
         "split_seconds": split, "one_client_seconds": whole, "centralized_seconds": central,
     }
 
 
-def measure_lean(task: Any, reference: GraphLoopReference, data_dir: str, cohort: int,
+def measure_lean(task: Any, standard: Any, reference: GraphLoopReference, config: Any,
                  warmup: int, rounds: int) -> dict:
     """TFF's weighted FedAvg against the lean one (`experiments.lean_fedavg`: the same
     algorithm around a bare client step) and the centralised loop, interleaved on
     each round's clients: what TFF's client adapter costs."""
-    from experiments import lean_fedavg, process
+    from experiments import lean_fedavg
 
-    config = _config(data_dir, clients_per_round=cohort)
-    standard = process.build(config, task)
     lean = lean_fedavg.build(task, config.seed, config.client_learning_rate,
                              config.server_learning_rate)
     states = (standard.initialize(), lean.initialize())
-    times: dict[str, list[float]] = {"tff": [], "lean": [], "centralized": []}
-    for round_num in range(1, warmup + rounds + 1):
-        datasets = reference.client_datasets(round_num, cohort)
-        measured = (_seconds(lambda d=datasets: standard.next(states[0], d)),
-                    _seconds(lambda d=datasets: lean.next(states[1], d)),
-                    reference.run(round_num, cohort)[0])
-        _progress(f"lean round {round_num}/{warmup + rounds}: TFF FedAvg {measured[0]:.2f} s, "
-                  f"lean {measured[1]:.2f} s, centralised {measured[2]:.2f} s")
-        if round_num > warmup:
-            for key, seconds in zip(times, measured, strict=True):
-                times[key].append(seconds)
-    medians = {key: _median(values) for key, values in times.items()}
+    times = _interleaved(reference, config.clients_per_round, warmup, rounds, "lean", {
+        "tff": lambda d: standard.next(states[0], d),
+        "lean": lambda d: lean.next(states[1], d),
+    })
     return {
-        "cohort": cohort,
-        "median_seconds": medians,
-        "lean_over_tff": _median([b / a for a, b in zip(times["tff"], times["lean"],
-                                                         strict=True)]),
-        "lean_ratio_to_centralized": _median(
-            [b / c for b, c in zip(times["lean"], times["centralized"], strict=True)]),
+        "cohort": config.clients_per_round,
+        "median_seconds": {name: _median(values) for name, values in times.items()},
+        "lean_over_tff": _paired_median(times["lean"], times["tff"]),
+        "lean_ratio_to_centralized": _paired_median(times["lean"], times["centralized"]),
         "seconds": times,
     }
 
@@ -870,7 +867,7 @@ def markdown(result: dict) -> str:
 # ----- the run ----------------------------------------------------------------------
 def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict:
     """Runs every measurement in this process; returns the JSON-able result."""
-    from experiments import runtime
+    from experiments import process, runtime
     from tasks import registry
 
     began = time.monotonic()
@@ -902,10 +899,13 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
             for c in settings.cohorts}
         overhead = per_client_overhead(list(settings.cohorts), federated, centralized,
                                        mean_client)
-        split = measure_client_split(task, reference, folder, settings.memory_dp_cohort,
+        # One TFF FedAvg process at the memory/DP cohort for the split and lean runs.
+        small = _config(folder, clients_per_round=settings.memory_dp_cohort)
+        standard = process.build(small, task)
+        split = measure_client_split(standard, reference, settings.memory_dp_cohort,
                                      settings.warmup_rounds, settings.rounds)
-        lean = measure_lean(task, reference, folder, settings.memory_dp_cohort,
-                            settings.warmup_rounds, settings.rounds)
+        lean = measure_lean(task, standard, reference, small, settings.warmup_rounds,
+                            settings.rounds)
         dp = measure_dp(task, folder, population, settings.memory_dp_cohort,
                         settings.warmup_rounds, settings.rounds)
         compression = measure_compression(task, folder, settings.memory_dp_cohort,
