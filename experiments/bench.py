@@ -499,6 +499,7 @@ def _interleaved(reference: GraphLoopReference, cohort: int, warmup: int, rounds
     loop on the same examples (key "centralized"); warm-up rounds are dropped."""
     times: dict[str, list[float]] = {name: [] for name in [*arms, "centralized"]}
     for round_num in range(1, warmup + rounds + 1):
+        errors.raise_if_stop_requested()  # a stop swallowed by TF or a GC callback
         datasets = reference.client_datasets(round_num, cohort)
         measured = {name: _seconds(lambda f=arm, d=datasets: f(d)) for name, arm in arms.items()}
         measured["centralized"] = reference.run(round_num, cohort)[0]

@@ -5,9 +5,12 @@ exit code 2, instead of a long TFF stack trace; `flags_parser` does the same
 for absl's own flag errors.
 """
 
+import atexit
 import errno
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 
@@ -68,25 +71,55 @@ def on_stop_signal(signum, frame) -> None:
     raise_if_stop_requested()
 
 
+def _redeliver_swallowed_stop(unraisable) -> None:
+    """sys.unraisablehook: a stop raised inside a GC callback or `__del__` is
+    swallowed there (Python prints "Exception ignored in ..."); send the signal
+    again a moment later, where it can propagate, instead of printing it."""
+    stop = _stop_signal
+    if stop is not None and isinstance(unraisable.exc_value, KeyboardInterrupt | SystemExit):
+        if signal.getsignal(stop) is on_stop_signal:
+            threading.Timer(0.01, os.kill, (os.getpid(), stop)).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 RESUMES = "run the same command again to resume"
 NOTHING_WRITTEN = "nothing was written"
 
 
+def _leave(code: int) -> None:
+    """Ends the process after a stop, skipping the interpreter's teardown.
+
+    By now every `finally` block (checkpoints, the worker's stop) has run. A
+    stop that lands while TensorFlow or gRPC threads are mid-call can make the
+    teardown abort ("exception not rethrown") or hang, so the exit handlers
+    (stderr filter drain, worker stop) run here and the process ends directly.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _interrupted(program: str, signum: int, hint: str) -> None:
     print(f"{program}: interrupted; {hint}", file=sys.stderr)
-    sys.exit(128 + signum)
+    _leave(128 + signum)
 
 
 def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) -> None:
     """Runs a binary's body; user-fixable failures end as one line, not a traceback.
 
     UsageError and a full disk exit 2 with `program: error: ...`; Ctrl-C exits
-    130 with the `interrupted` hint (by default: the same command resumes),
+    130 (SIGTERM 143) with the `interrupted` hint (by default: the same command resumes),
     even when the interrupt surfaced inside TensorFlow as another exception.
     Anything else is a bug and keeps its traceback.
     """
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_stop_signal)
+    sys.unraisablehook = _redeliver_swallowed_stop
     try:
         body()
     except UsageError as e:
@@ -100,6 +133,10 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
         sys.exit(exit_code())
     except KeyboardInterrupt:
         _interrupted(program, signal.SIGINT, interrupted)
+    except SystemExit:
+        if _stop_signal is None:
+            raise
+        _interrupted(program, _stop_signal, interrupted)
     except Exception:
         if _stop_signal is None:
             raise

@@ -13,6 +13,7 @@ import tensorflow_federated as tff
 
 from experiments import (
     communication,
+    errors,
     outliers,
     participation,
     population,
@@ -101,6 +102,7 @@ class FederatedTrainer:
 
     def run_round(self, state, round_num: int):
         """Runs round `round_num`; returns the new state and the round's metrics."""
+        errors.raise_if_stop_requested()  # a stop swallowed by TF or a GC callback
         cfg = self._config
         chosen, population_row = self._clients(round_num)
         datasets = [
