@@ -21,9 +21,9 @@ machine (both sides of a ratio see the same load):
    The same fixed cost measured with the compute held constant: each round's
    examples as `--memory_dp_cohort` clients and as one client holding them all,
    interleaved (`fixed_overhead_ms_per_client`); that one client against the
-   centralised loop (`one_client_over_centralized`) is the speed of TFF's client
-   step itself. The same rounds also run through `experiments.lean_fedavg` (the
-   same weighted FedAvg around a bare client step): `lean_ratio_to_centralized`.
+   centralised loop (`one_client_over_centralized`) is the speed of the client
+   step itself. The same rounds also run through TFF's stock FedAvg (its own
+   client work, `process.build_tff_stock`): `ours_over_tff_stock`.
 4. Resident memory (VmRSS of this process plus TFF's worker) at rounds
    `--memory_round_a` and `--memory_round_b` of one long run.
 5. DP overhead: rounds of unweighted FedAvg without and with fixed-clip DP
@@ -523,7 +523,7 @@ def measure_client_split(standard: Any, reference: GraphLoopReference, cohort: i
     clients, as ONE client holding all of them (same TFF process and state), and
     by the compiled centralised loop. (cohort clients - one client) / (cohort - 1)
     is the fixed cost per extra client with the compute held constant; one
-    client / centralised is how fast TFF's client step trains the same examples.
+    client / centralised is how fast the client step trains the same examples.
     """
     state = standard.initialize()
     times = _interleaved(reference, cohort, warmup, rounds, "client split", {
@@ -543,25 +543,26 @@ def measure_client_split(standard: Any, reference: GraphLoopReference, cohort: i
     }
 
 
-def measure_lean(task: Any, standard: Any, reference: GraphLoopReference, config: Any,
-                 warmup: int, rounds: int) -> dict:
-    """TFF's weighted FedAvg against the lean one (`experiments.lean_fedavg`: the same
-    algorithm around a bare client step) and the centralised loop, interleaved on
-    each round's clients: what TFF's client adapter costs."""
-    from experiments import lean_fedavg
+def measure_tff_stock(task: Any, ours: Any, reference: GraphLoopReference, config: Any,
+                      warmup: int, rounds: int) -> dict:
+    """Our FedAvg process against TFF's stock one (same algorithm, TFF's client
+    work) and the centralised loop, interleaved on each round's clients: what
+    `experiments.client_work` saves."""
+    from experiments import process
 
-    lean = lean_fedavg.build(task, config.seed, config.client_learning_rate,
-                             config.server_learning_rate)
-    states = (standard.initialize(), lean.initialize())
-    times = _interleaved(reference, config.clients_per_round, warmup, rounds, "lean", {
-        "tff": lambda d: standard.next(states[0], d),
-        "lean": lambda d: lean.next(states[1], d),
+    stock = process.build_tff_stock(config, task)
+    states = (ours.initialize(), stock.initialize())
+    times = _interleaved(reference, config.clients_per_round, warmup, rounds, "stock", {
+        "ours": lambda d: ours.next(states[0], d),
+        "tff_stock": lambda d: stock.next(states[1], d),
     })
     return {
         "cohort": config.clients_per_round,
         "median_seconds": {name: _median(values) for name, values in times.items()},
-        "lean_over_tff": _paired_median(times["lean"], times["tff"]),
-        "lean_ratio_to_centralized": _paired_median(times["lean"], times["centralized"]),
+        "ours_over_tff_stock": _paired_median(times["ours"], times["tff_stock"]),
+        "ours_ratio_to_centralized": _paired_median(times["ours"], times["centralized"]),
+        "tff_stock_ratio_to_centralized": _paired_median(times["tff_stock"],
+                                                         times["centralized"]),
         "seconds": times,
     }
 
@@ -830,13 +831,13 @@ def markdown(result: dict) -> str:
     split = result["client_split"]
     lines += [f"| fixed cost per extra client, same examples as {split['cohort']} clients "
               f"or 1 (ms) | {_fmt(split['fixed_overhead_ms_per_client'], '.1f')} |",
-              f"| one TFF client / centralised loop, same examples | "
+              f"| one client / centralised loop, same examples | "
               f"{_fmt(split['one_client_over_centralized'], '.2f')} |"]
-    lean = result["lean"]
-    lines += [f"| lean FedAvg (bare client step) / TFF's FedAvg, cohort {lean['cohort']} | "
-              f"{_fmt(lean['lean_over_tff'], '.2f')} |",
-              f"| lean FedAvg / centralised loop | "
-              f"{_fmt(lean['lean_ratio_to_centralized'], '.2f')} |"]
+    stock = result["tff_stock"]
+    lines += [f"| our FedAvg round / TFF's stock FedAvg round, cohort {stock['cohort']} | "
+              f"{_fmt(stock['ours_over_tff_stock'], '.2f')} |",
+              f"| TFF's stock FedAvg round / centralised loop | "
+              f"{_fmt(stock['tff_stock_ratio_to_centralized'], '.2f')} |"]
     if mem is not None:
         lines += [
             f"| RSS main + worker at round {mem['round_a']} (MiB) | "
@@ -900,13 +901,13 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
             for c in settings.cohorts}
         overhead = per_client_overhead(list(settings.cohorts), federated, centralized,
                                        mean_client)
-        # One TFF FedAvg process at the memory/DP cohort for the split and lean runs.
+        # One FedAvg process at the memory/DP cohort for the split and stock runs.
         small = _config(folder, clients_per_round=settings.memory_dp_cohort)
         standard = process.build(small, task)
         split = measure_client_split(standard, reference, settings.memory_dp_cohort,
                                      settings.warmup_rounds, settings.rounds)
-        lean = measure_lean(task, standard, reference, small, settings.warmup_rounds,
-                            settings.rounds)
+        stock = measure_tff_stock(task, standard, reference, small, settings.warmup_rounds,
+                                  settings.rounds)
         dp = measure_dp(task, folder, population, settings.memory_dp_cohort,
                         settings.warmup_rounds, settings.rounds)
         compression = measure_compression(task, folder, settings.memory_dp_cohort,
@@ -940,8 +941,8 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
         "overhead": overhead,
         "per_client_overhead_ms": overhead["per_client_overhead_ms"],
         "client_split": split,
-        "lean": lean,
-        "lean_ratio_to_centralized": lean["lean_ratio_to_centralized"],
+        "tff_stock": stock,
+        "ours_over_tff_stock": stock["ours_over_tff_stock"],
         "fixed_overhead_ms_per_client": split["fixed_overhead_ms_per_client"],
         "one_client_over_centralized": split["one_client_over_centralized"],
         "memory": memory,

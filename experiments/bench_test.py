@@ -54,8 +54,8 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert split["cohort"] == 3 and len(split["split_seconds"]) == 1
     assert _is_number(result["fixed_overhead_ms_per_client"])
     assert result["one_client_over_centralized"] > 0
-    assert len(result["lean"]["seconds"]["lean"]) == 1
-    assert result["lean_ratio_to_centralized"] > 0
+    assert len(result["tff_stock"]["seconds"]["tff_stock"]) == 1
+    assert result["ours_over_tff_stock"] > 0
     memory = result["memory"]
     assert (memory["round_a"], memory["round_b"]) == (1, 2)
     assert memory["rss_a"]["worker_mib"] > 0 and memory["rss_b"]["main_mib"] > 0

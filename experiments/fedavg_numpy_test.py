@@ -90,8 +90,11 @@ def _client_batches(task: Task, config: ExperimentConfig, round_num: int,
 
 
 def _numpy_round(task: Task, config: ExperimentConfig, round_num: int, w: np.ndarray,
-                 b: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One FedAvg round in float64; returns the new global model and round metrics."""
+                 b: np.ndarray, weighted: bool,
+                 mu: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One FedAvg round in float64 (FedProx's, with the gradient of
+    mu/2 ||v - v_global||^2 added, when mu != 0); returns the new global model
+    and round metrics."""
     chosen = sampling.sample_clients(
         len(task.train_data.client_ids), config.clients_per_round, config.seed, round_num)
     models, sizes = [], []
@@ -104,8 +107,10 @@ def _numpy_round(task: Task, config: ExperimentConfig, round_num: int, w: np.nda
             losses, dlogits, hits = _forward(wc, bc, x, y)
             loss_sum += float(losses.sum())
             hit_sum += int(hits.sum())
-            wc -= config.client_learning_rate * (x.T @ dlogits)
-            bc -= config.client_learning_rate * dlogits.sum(axis=0)
+            grad_w = x.T @ dlogits + mu * (wc - w)
+            grad_b = dlogits.sum(axis=0) + mu * (bc - b)
+            wc -= config.client_learning_rate * grad_w
+            bc -= config.client_learning_rate * grad_b
         models.append((wc, bc))
         sizes.append(sum(len(y) for _, y in batches))
     weights = np.asarray(sizes, float) if weighted else np.ones(len(sizes))
@@ -171,6 +176,45 @@ def test_fedavg_rounds_match_numpy(tff_worker, emnist_dir: str, algorithm: str,
         assert row["bytes_up_per_client"] == 4 * (params + (1 if weighted else 0))
     if only_digits:
         assert row["bytes_down_per_client"] == 4 * 7850
+
+
+def test_fedprox_rounds_match_numpy_and_tffs_sign_is_reversed(tff_worker,
+                                                               emnist_dir: str) -> None:
+    """Our FedProx takes the gradient of mu/2 ||v - v_global||^2 (Li et al. 2020).
+
+    TFF 0.87's own FedProx adds mu (v_global - v) instead, pushing clients away
+    from the global model: its round equals the numpy round with -mu. The
+    project therefore trains FedProx with its own client work.
+    """
+    from experiments import process
+    from experiments.federated import FederatedTrainer
+
+    mu = 0.5
+    config = _config(emnist_dir, algorithm="fedprox", proximal_strength=mu)
+    task = registry.get(config.task, config.task_config())
+    trainer = FederatedTrainer(config, task)
+    state = trainer.initial_state()
+    w0, b0 = (a.astype(np.float64) for a in trainer.model_weights(state))
+    state, row = trainer.run_round(state, 1)
+    w_ours, b_ours = trainer.model_weights(state)
+    w, b, expected = _numpy_round(task, config, 1, w0, b0, weighted=True, mu=mu)
+    np.testing.assert_allclose(w_ours, w, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(b_ours, b, rtol=0, atol=ATOL)
+    assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5)
+    w_fedavg, _, _ = _numpy_round(task, config, 1, w0, b0, weighted=True)
+    assert np.abs(w - w_fedavg).max() > 100 * ATOL  # the proximal term mattered
+
+    stock = process.build_tff_stock(config, task)
+    datasets = [task.preprocess_train(
+        task.train_data.create_tf_dataset_for_client(task.train_data.client_ids[i]),
+        sampling.client_shuffle_seed(config.seed, 1, i))
+        for i in sampling.sample_clients(len(task.train_data.client_ids),
+                                         config.clients_per_round, config.seed, 1)]
+    stock_state = stock.next(stock.initialize(), datasets).state
+    w_tff = np.asarray(stock.get_model_weights(stock_state).trainable[0])
+    w_reversed, _, _ = _numpy_round(task, config, 1, w0, b0, weighted=True, mu=-mu)
+    np.testing.assert_allclose(w_tff, w_reversed, rtol=0, atol=ATOL)
+    assert np.abs(w_tff - w).max() > 100 * ATOL
 
 
 def test_centralized_rows_count_no_bytes_or_clients(emnist_dir: str) -> None:

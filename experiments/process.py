@@ -3,15 +3,17 @@
 Algorithm (FedAvg, unweighted FedAvg, FedSGD, FedProx) and server optimizer
 (FedOpt: SGD, SGD with momentum, Adam, Yogi, Adagrad) are chosen here; the
 model aggregator (where DP and compression plug in) comes from
-`experiments.aggregators`.
+`experiments.aggregators`, the clients' local training from
+`experiments.client_work`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments import aggregators
+from experiments import aggregators, client_work
 from experiments.config import ExperimentConfig
 from tasks.task import Task
 
@@ -58,8 +60,63 @@ def _weight_specs(task: Task, seed: int) -> list:
     return [tf.TensorSpec(w.shape, w.dtype) for w in model.trainable_weights]
 
 
+def fedavg_parts(config: ExperimentConfig, task: Task) -> tuple:
+    """The pieces of FedAvg/FedProx (initial weights, client work, aggregation
+    factory, finalizer), shared by the composed process and the split round."""
+    model_fn = model_fn_for(task, config.seed)
+    keras_model = task.build_model(config.seed)
+    trainable = [w.numpy() for w in keras_model.trainable_weights]
+    non_trainable = [w.numpy() for w in keras_model.non_trainable_weights]
+
+    @tff.tensorflow.computation()
+    def initial_weights():
+        return tff.learning.models.ModelWeights(
+            trainable=[tf.constant(w) for w in trainable],
+            non_trainable=[tf.constant(w) for w in non_trainable])
+
+    weights_type = initial_weights.type_signature.result
+    weighted = config.algorithm != "fedavg_unweighted"
+    weighting = (tff.learning.ClientWeighting.NUM_EXAMPLES if weighted
+                 else tff.learning.ClientWeighting.UNIFORM)
+    proximal = config.proximal_strength if config.algorithm == "fedprox" else 0.0
+    work = client_work.build(model_fn, config.client_learning_rate, weighting, proximal)
+    factory = aggregators.build(config, _weight_specs(task, config.seed))
+    if weighted:
+        factory = factory or tff.aggregators.MeanFactory()
+    else:
+        factory = tff.aggregators.as_weighted_aggregator(
+            factory or tff.aggregators.UnweightedMeanFactory())
+    finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
+        server_optimizer(config), weights_type)
+    return initial_weights, work, factory, finalizer
+
+
 def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:
-    """The learning process the config describes, ready for initialize/next."""
+    """The learning process the config describes, ready for initialize/next.
+
+    FedAvg (weighted or not) and FedProx are composed, as TFF composes them,
+    from a broadcast, `experiments.client_work` (TFF's client work with a
+    faster step), the configured aggregator and the server optimizer; FedSGD
+    is TFF's.
+    """
+    if config.algorithm == "fedsgd":
+        return tff.learning.algorithms.build_fed_sgd(
+            model_fn_for(task, config.seed), server_optimizer_fn=server_optimizer(config),
+            model_aggregator=aggregators.build(config, _weight_specs(task, config.seed)))
+    if config.algorithm not in ("fedavg", "fedavg_unweighted", "fedprox"):
+        raise ValueError(f"{config.algorithm} is not a federated algorithm")
+    initial_weights, work, factory, finalizer = fedavg_parts(config, task)
+    weights_type = initial_weights.type_signature.result
+    aggregator = factory.create(weights_type.trainable, tff.TensorType(np.float32))
+    return tff.learning.templates.compose_learning_process(
+        initial_weights, tff.learning.templates.build_broadcast_process(weights_type),
+        work, aggregator, finalizer)
+
+
+def build_tff_stock(config: ExperimentConfig,
+                    task: Task) -> tff.learning.templates.LearningProcess:
+    """TFF's own builder for the same FedAvg/FedProx config, with TFF's client
+    work: the reference that tests compare `build` with and the benchmark times."""
     model_fn = model_fn_for(task, config.seed)
     client = tff.learning.optimizers.build_sgdm(learning_rate=config.client_learning_rate)
     server = server_optimizer(config)
@@ -73,12 +130,9 @@ def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.Learni
         return algorithms.build_unweighted_fed_avg(
             model_fn, client_optimizer_fn=client, server_optimizer_fn=server,
             model_aggregator=aggregator)
-    if config.algorithm == "fedsgd":
-        return algorithms.build_fed_sgd(
-            model_fn, server_optimizer_fn=server, model_aggregator=aggregator)
     if config.algorithm == "fedprox":
         return algorithms.build_weighted_fed_prox(
             model_fn, proximal_strength=config.proximal_strength,
             client_optimizer_fn=client, server_optimizer_fn=server,
             model_aggregator=aggregator)
-    raise ValueError(f"{config.algorithm} is not a federated algorithm")
+    raise ValueError(f"TFF has no stock builder here for {config.algorithm}")

@@ -10,8 +10,8 @@ single client's update. Two features need exactly that:
 - `--outlier_kind=scaled_random`: outlier clients replace their update.
 
 `SplitProcess` therefore runs the same three pieces the composed FedAvg
-process is built from (TFF's model-delta client work, the configured model
-aggregator, the apply-optimizer finalizer) as separate calls and keeps the
+process is built from (`experiments.process.fedavg_parts`: the client work,
+the configured model aggregator, the apply-optimizer finalizer) as separate calls and keeps the
 composed process's state layout, so checkpoints, weights and metrics are
 those of `experiments.process.build` (a test checks the rounds agree).
 Everything else (initialize, get/set weights) is the composed process's.
@@ -20,10 +20,9 @@ Everything else (initialize, get/set weights) is the composed process's.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments import aggregators, process
+from experiments import process
 from experiments import secure_aggregation as secagg
 from experiments.config import ExperimentConfig
 from experiments.outliers import Outliers
@@ -40,25 +39,9 @@ class SplitProcess:
         self._composed = composed
         self._config = config
         self._outliers = outliers
-        weighted = config.algorithm == "fedavg"
-        weighting = (tff.learning.ClientWeighting.NUM_EXAMPLES if weighted
-                     else tff.learning.ClientWeighting.UNIFORM)
-        self._client_work = tff.learning.templates.build_model_delta_client_work(
-            process.model_fn_for(task, config.seed),
-            tff.learning.optimizers.build_sgdm(learning_rate=config.client_learning_rate),
-            weighting)
-        state_type = composed.initialize.type_signature.result.member
-        weights_type = state_type.global_model_weights
-        self._finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
-            process.server_optimizer(config), weights_type)
-        specs = [tf.TensorSpec(t.shape, t.dtype)
-                 for t in tff.structure.flatten(weights_type.trainable)]
-        factory = aggregators.build(config, specs)
-        if weighted:
-            factory = factory or tff.aggregators.MeanFactory()
-        else:
-            factory = tff.aggregators.as_weighted_aggregator(
-                factory or tff.aggregators.UnweightedMeanFactory())
+        initial_weights, self._client_work, factory, self._finalizer = \
+            process.fedavg_parts(config, task)
+        weights_type = initial_weights.type_signature.result
         self._aggregator = factory.create(weights_type.trainable, tff.TensorType(np.float32))
 
     # The composed process's own entry points.
