@@ -15,38 +15,63 @@ equal TFF's to float precision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tasks.task import Task
 
-def _local_training(model_fn: Callable[[], tff.learning.models.VariableModel],
-                    weighting: tff.learning.ClientWeighting,
-                    proximal_strength: float) -> Callable:
-    """The client's training as a `tf.function(learning_rate, initial, dataset)`."""
-    model = model_fn()
-    weights = tff.learning.models.ModelWeights.from_model(model)
-    variables = list(weights.trainable)
+
+def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighting,
+                    proximal_strength: float, metric_names: list[str]):
+    """The client's training as a `tf.function(learning_rate, initial, dataset)`.
+
+    Per batch it runs the Keras model and loss directly: TFF's
+    `forward_pass` is a `tf.function` calling another, and TFF's worker runs
+    graphs without Grappler, so those nested calls are not inlined and cost
+    each batch. Loss, example and batch counts ride in the reduce state; the
+    task's own Keras metrics are updated in place. The unfinalized metrics
+    come out in TFF's layout (`metric_names`' order), so TFF's finalizers apply.
+    """
+    model = task.build_model(seed)
+    loss_fn = task.loss()
+    metrics = task.metrics()
+    trainable = model.trainable_variables
+    non_trainable = model.non_trainable_variables
 
     # A tf.function orders the stateful ops (assign, train, read) as written.
     @tf.function
     def train(learning_rate, initial, dataset):
-        tf.nest.map_structure(lambda v, value: v.assign(value), weights, initial)
+        for v, value in zip(trainable, initial.trainable, strict=True):
+            v.assign(value)
+        for v, value in zip(non_trainable, initial.non_trainable, strict=True):
+            v.assign(value)
+        for metric in metrics:
+            metric.reset_state()
         start = list(initial.trainable)
 
-        def step(examples, batch):
+        def step(totals, batch):
+            examples, batches, loss_total = totals
+            x, y = batch
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch, training=True)
-            grads = tape.gradient(output.loss, variables)
-            for v, g, v0 in zip(variables, grads, start, strict=True):
-                if proximal_strength > 0.0:
+                predictions = model(x, training=True)
+                loss = loss_fn(y, predictions)
+                objective = tf.add_n([loss] + model.losses) if model.losses else loss
+            grads = tape.gradient(objective, trainable)
+            for v, g, v0 in zip(trainable, grads, start, strict=True):
+                if proximal_strength > 0.0:  # gradient of mu/2 ||v - v0||^2
                     g = g + proximal_strength * (v - v0)
                 v.assign_sub(learning_rate * g)
-            return examples + tf.cast(output.num_examples, tf.int64)
+            for metric in metrics:
+                metric.update_state(y, predictions)
+            size = tf.shape(predictions)[0]
+            return (examples + tf.cast(size, tf.int64), batches + 1,
+                    loss_total + loss * tf.cast(size, tf.float32))
 
-        examples = dataset.reduce(tf.constant(0, tf.int64), step)
-        delta = [v0 - v for v0, v in zip(start, variables, strict=True)]
+        examples, batches, loss_total = dataset.reduce(
+            (tf.constant(0, tf.int64), tf.constant(0, tf.int64), tf.constant(0.0)), step)
+        delta = [v0 - v for v0, v in zip(start, trainable, strict=True)]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d)) for d in delta])
         delta = [tf.where(finite, d, tf.zeros_like(d)) for d in delta]
         if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
@@ -54,23 +79,34 @@ def _local_training(model_fn: Callable[[], tff.learning.models.VariableModel],
         else:
             weight = tf.constant(1.0, tf.float32)
         weight = tf.where(finite, weight, 0.0)
-        if not finite:
-            model.reset_metrics()
-        return delta, weight, model.report_local_unfinalized_metrics()
+        # As TFF does: a client whose update is not finite reports no metrics.
+        keep = tf.cast(finite, tf.int64)
+        own = {m.name: [tf.where(finite, v, tf.zeros_like(v)) for v in m.variables]
+               for m in metrics}
+        own["loss"] = [tf.where(finite, loss_total, 0.0),
+                       tf.cast(examples * keep, tf.float32)]
+        own["num_examples"] = [examples * keep]
+        own["num_batches"] = [batches * keep]
+        return delta, weight, [own[name] for name in metric_names]
 
     return train
 
 
-def build(model_fn: Callable[[], tff.learning.models.VariableModel],
-          learning_rate: float, weighting: tff.learning.ClientWeighting,
+def build(task: Task, seed: int, learning_rate: float,
+          weighting: tff.learning.ClientWeighting,
           proximal_strength: float = 0.0) -> tff.learning.templates.ClientWorkProcess:
-    """FedAvg's client work (FedProx's when `proximal_strength` > 0): local SGD at
-    `learning_rate` from the broadcast model, returning the model delta."""
+    """FedAvg's client work (FedProx's when `proximal_strength` > 0) for `task`'s
+    model: local SGD at `learning_rate` from the broadcast model, returning the
+    model delta, with the train metrics TFF's `from_keras_model` would report."""
     with tf.Graph().as_default():
-        model = model_fn()
-        aggregate_metrics = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+        model = tff.learning.models.from_keras_model(
+            task.build_model(seed), loss=task.loss(), input_spec=task.input_spec(),
+            metrics=task.metrics())
+        finalizers = model.metric_finalizers()
+        aggregate_metrics = tff.learning.metrics.sum_then_finalize(finalizers)
         weights_type = tff.learning.models.weights_type_from_model(model)
         data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+    metric_names = list(finalizers)
     # FedAvg's state is the client optimizer's hyperparameters (TFF's layout, so
     # set_hparams can change the learning rate); FedProx's is empty, as in TFF.
     fedprox = proximal_strength > 0.0
@@ -85,9 +121,10 @@ def build(model_fn: Callable[[], tff.learning.models.VariableModel],
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update(state, initial, dataset):
         rate = tf.constant(learning_rate, tf.float32) if fedprox else state["learning_rate"]
-        train = _local_training(model_fn, weighting, proximal_strength)
-        delta, weight, metrics = train(rate, initial, dataset)
-        return tff.learning.templates.ClientResult(update=delta, update_weight=weight), metrics
+        train = _local_training(task, seed, weighting, proximal_strength, metric_names)
+        delta, weight, values = train(rate, initial, dataset)
+        return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
+                collections.OrderedDict(zip(metric_names, values, strict=True)))
 
     @tff.federated_computation(init_fn.type_signature.result,
                                tff.FederatedType(weights_type, tff.CLIENTS),

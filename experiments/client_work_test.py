@@ -82,7 +82,7 @@ def test_non_finite_update_is_zeroed_with_weight_zero(tff_worker, emnist_dir: st
                               seed=1, progress=False)
     task = registry.get(config.task, config.task_config())
     initial, _, _, _ = process.fedavg_parts(config, task)
-    work = client_work.build(process.model_fn_for(task, config.seed), float("inf"),
+    work = client_work.build(task, config.seed, float("inf"),
                              tff.learning.ClientWeighting.NUM_EXAMPLES)
     output = work.next(work.initialize(), [initial()] * 2, _round_datasets(task, config, 1))
     for result in output.result:

@@ -63,7 +63,6 @@ def _weight_specs(task: Task, seed: int) -> list:
 def fedavg_parts(config: ExperimentConfig, task: Task) -> tuple:
     """The pieces of FedAvg/FedProx (initial weights, client work, aggregation
     factory, finalizer), shared by the composed process and the split round."""
-    model_fn = model_fn_for(task, config.seed)
     keras_model = task.build_model(config.seed)
     trainable = [w.numpy() for w in keras_model.trainable_weights]
     non_trainable = [w.numpy() for w in keras_model.non_trainable_weights]
@@ -79,7 +78,8 @@ def fedavg_parts(config: ExperimentConfig, task: Task) -> tuple:
     weighting = (tff.learning.ClientWeighting.NUM_EXAMPLES if weighted
                  else tff.learning.ClientWeighting.UNIFORM)
     proximal = config.proximal_strength if config.algorithm == "fedprox" else 0.0
-    work = client_work.build(model_fn, config.client_learning_rate, weighting, proximal)
+    work = client_work.build(task, config.seed, config.client_learning_rate, weighting,
+                             proximal)
     factory = aggregators.build(config, _weight_specs(task, config.seed))
     if weighted:
         factory = factory or tff.aggregators.MeanFactory()
