@@ -359,18 +359,9 @@ class GraphLoopReference:
 
     def client_datasets(self, round_num: int, clients_per_round: int) -> list:
         """The round's client datasets exactly as FederatedTrainer builds them."""
-        from experiments import sampling
+        from experiments.federated import sampled_client_datasets
 
-        cfg, task = self._config, self._task
-        client_ids = task.train_data.client_ids
-        chosen = sampling.select_clients(cfg.client_sampling, len(client_ids),
-                                         clients_per_round, cfg.seed, round_num)
-        return [
-            task.preprocess_train(
-                task.train_data.create_tf_dataset_for_client(client_ids[i]),
-                sampling.client_shuffle_seed(cfg.seed, round_num, i))
-            for i in chosen
-        ]
+        return sampled_client_datasets(self._task, self._config, round_num, clients_per_round)
 
     def round_dataset(self, round_num: int, clients_per_round: int) -> Any:
         """The round's examples as one dataset, clients in order."""
@@ -696,7 +687,7 @@ def _codec_seconds(method: Any, shapes: list[tuple[int, ...]], repeats: int = 5)
     rng = np.random.default_rng(0)
     update = [tf.constant(rng.normal(size=s).astype(np.float32) * 1e-2) for s in shapes]
 
-    @tf.function
+    @tf.function(autograph=False)  # no Python control flow to convert
     def codec(round_seed):
         payload = compression.encode(method, update, round_seed)
         return compression.decode(method, payload, shapes, round_seed)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from experiments import process, runtime, sampling
+from experiments import process, runtime
 from experiments.config import ExperimentConfig
+from experiments.federated import sampled_client_datasets
 from tasks import registry
 
 
@@ -26,20 +27,11 @@ def tff_worker():
         yield
 
 
-def _round_datasets(task, config: ExperimentConfig, round_num: int) -> list:
-    ids = task.train_data.client_ids
-    chosen = sampling.select_clients(config.client_sampling, len(ids),
-                                     config.clients_per_round, config.seed, round_num)
-    return [task.preprocess_train(task.train_data.create_tf_dataset_for_client(ids[i]),
-                                  sampling.client_shuffle_seed(config.seed, round_num, i))
-            for i in chosen]
-
-
 def _two_rounds(learning_process, task, config):
     state = learning_process.initialize()
     start = [np.asarray(w) for w in learning_process.get_model_weights(state).trainable]
     for round_num in (1, 2):
-        output = learning_process.next(state, _round_datasets(task, config, round_num))
+        output = learning_process.next(state, sampled_client_datasets(task, config, round_num))
         state = output.state
     weights = [np.asarray(w) for w in learning_process.get_model_weights(state).trainable]
     return start, weights, dict(output.metrics["client_work"]["train"])
@@ -84,7 +76,7 @@ def test_non_finite_update_is_zeroed_with_weight_zero(tff_worker, emnist_dir: st
     initial, _, _, _ = process.fedavg_parts(config, task)
     work = client_work.build(task, config.seed, float("inf"),
                              tff.learning.ClientWeighting.NUM_EXAMPLES)
-    output = work.next(work.initialize(), [initial()] * 2, _round_datasets(task, config, 1))
+    output = work.next(work.initialize(), [initial()] * 2, sampled_client_datasets(task, config, 1))
     for result in output.result:
         assert float(result.update_weight) == 0.0
         assert all(not np.any(np.asarray(u)) for u in result.update)

@@ -187,7 +187,7 @@ def test_fedprox_rounds_match_numpy_and_tffs_sign_is_reversed(tff_worker,
     project therefore trains FedProx with its own client work.
     """
     from experiments import process
-    from experiments.federated import FederatedTrainer
+    from experiments.federated import FederatedTrainer, sampled_client_datasets
 
     mu = 0.5
     config = _config(emnist_dir, algorithm="fedprox", proximal_strength=mu)
@@ -205,11 +205,7 @@ def test_fedprox_rounds_match_numpy_and_tffs_sign_is_reversed(tff_worker,
     assert np.abs(w - w_fedavg).max() > 100 * ATOL  # the proximal term mattered
 
     stock = process.build_tff_stock(config, task)
-    datasets = [task.preprocess_train(
-        task.train_data.create_tf_dataset_for_client(task.train_data.client_ids[i]),
-        sampling.client_shuffle_seed(config.seed, 1, i))
-        for i in sampling.sample_clients(len(task.train_data.client_ids),
-                                         config.clients_per_round, config.seed, 1)]
+    datasets = sampled_client_datasets(task, config, 1)
     stock_state = stock.next(stock.initialize(), datasets).state
     w_tff = np.asarray(stock.get_model_weights(stock_state).trainable[0])
     w_reversed, _, _ = _numpy_round(task, config, 1, w0, b0, weighted=True, mu=-mu)

@@ -53,6 +53,28 @@ def _dp_measurements(metrics) -> dict:
     return found
 
 
+def client_datasets(task: Task, client_ids: list, chosen, seed: int,
+                    round_num: int) -> list:
+    """The chosen clients' training data for round `round_num`: the task's
+    preprocessing with each client's own seeded shuffle. The one recipe that
+    training, the benchmark and the tests share, so they see the same batches."""
+    return [task.preprocess_train(task.train_data.create_tf_dataset_for_client(client_ids[i]),
+                                  sampling.client_shuffle_seed(seed, round_num, i))
+            for i in chosen]
+
+
+def sampled_client_datasets(task: Task, config: ExperimentConfig, round_num: int,
+                            clients_per_round: int | None = None) -> list:
+    """Round `round_num`'s client datasets when every training client is
+    available (no population model, no non-participants): what a plain
+    FedAvg round of `config` trains on."""
+    ids = task.train_data.client_ids
+    chosen = sampling.select_clients(config.client_sampling, len(ids),
+                                     clients_per_round or config.clients_per_round,
+                                     config.seed, round_num)
+    return client_datasets(task, ids, chosen, config.seed, round_num)
+
+
 class FederatedTrainer:
     """Drives a TFF learning process round by round."""
 
@@ -105,12 +127,9 @@ class FederatedTrainer:
         errors.raise_if_stop_requested()  # a stop swallowed by TF or a GC callback
         cfg = self._config
         chosen, population_row = self._clients(round_num)
-        datasets = [
-            self._outliers.corrupt_dataset(self._task.preprocess_train(
-                self._task.train_data.create_tf_dataset_for_client(self._client_ids[i]),
-                sampling.client_shuffle_seed(cfg.seed, round_num, i)), i)
-            for i in chosen
-        ]
+        datasets = [self._outliers.corrupt_dataset(dataset, i) for dataset, i in zip(
+            client_datasets(self._task, self._client_ids, chosen, cfg.seed, round_num),
+            chosen, strict=True)]
         row, aggregator = {"train_examples": 0}, None
         # A Poisson round can select nobody. Central DP still runs the round: the
         # accounted release is the noised sum in every round, and an unchanged
