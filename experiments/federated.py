@@ -18,7 +18,6 @@ from experiments import (
     participation,
     population,
     privacy,
-    process,
     resources,
     sampling,
     split_round,
@@ -92,7 +91,6 @@ class FederatedTrainer:
         self._participations = np.zeros(self.population, dtype=np.int64)
         self._failed = participation.failed_mask(config, self.population)
         self._counted_through = 0
-        self._process = process.build(config, task)
         keras_model = task.build_model(config.seed)
         self._initial_weights = tff.learning.models.ModelWeights.from_model(keras_model)
         resources.check_round(
@@ -103,7 +101,7 @@ class FederatedTrainer:
         # Outlier clients and secure aggregation (experiments.outliers, .split_round).
         self._outliers = outliers.Outliers(config, self.population,
                                            int(keras_model.output_shape[-1]))
-        self._process = split_round.wrap(self._process, config, task, self._outliers)
+        self._process = split_round.build(config, task, self._outliers)
         self._traffic = communication.Traffic.for_model(
             config, self._initial_weights.trainable, self._initial_weights.non_trainable)
         # Eligibility, dropout, stragglers, over-selection (experiments.population).

@@ -9,6 +9,8 @@ model aggregator (where DP and compression plug in) comes from
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -60,9 +62,19 @@ def _weight_specs(task: Task, seed: int) -> list:
     return [tf.TensorSpec(w.shape, w.dtype) for w in model.trainable_weights]
 
 
-def fedavg_parts(config: ExperimentConfig, task: Task) -> tuple:
-    """The pieces of FedAvg/FedProx (initial weights, client work, aggregation
-    factory, finalizer), shared by the composed process and the split round."""
+class FedAvgParts(NamedTuple):
+    """The pieces a FedAvg/FedProx round is composed of."""
+
+    initial_weights: tff.Computation
+    client_work: tff.learning.templates.ClientWorkProcess
+    aggregator: tff.templates.AggregationProcess
+    finalizer: tff.learning.templates.FinalizerProcess
+
+
+def fedavg_parts(config: ExperimentConfig, task: Task) -> FedAvgParts:
+    """The pieces of FedAvg/FedProx (initial weights, client work, model
+    aggregation, server finalizer), shared by the composed process and the
+    split round (`experiments.split_round`)."""
     keras_model = task.build_model(config.seed)
     trainable = [w.numpy() for w in keras_model.trainable_weights]
     non_trainable = [w.numpy() for w in keras_model.non_trainable_weights]
@@ -80,15 +92,25 @@ def fedavg_parts(config: ExperimentConfig, task: Task) -> tuple:
     proximal = config.proximal_strength if config.algorithm == "fedprox" else 0.0
     work = client_work.build(task, config.seed, config.client_learning_rate, weighting,
                              proximal)
-    factory = aggregators.build(config, _weight_specs(task, config.seed))
+    factory = aggregators.build(config, [tf.TensorSpec(w.shape, w.dtype) for w in trainable])
     if weighted:
         factory = factory or tff.aggregators.MeanFactory()
     else:
         factory = tff.aggregators.as_weighted_aggregator(
             factory or tff.aggregators.UnweightedMeanFactory())
+    aggregator = factory.create(weights_type.trainable, tff.TensorType(np.float32))
     finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
         server_optimizer(config), weights_type)
-    return initial_weights, work, factory, finalizer
+    return FedAvgParts(initial_weights, work, aggregator, finalizer)
+
+
+def compose(parts: FedAvgParts) -> tff.learning.templates.LearningProcess:
+    """The learning process of `parts`: broadcast, client work, aggregation,
+    server step, as TFF composes its own algorithms."""
+    weights_type = parts.initial_weights.type_signature.result
+    return tff.learning.templates.compose_learning_process(
+        parts.initial_weights, tff.learning.templates.build_broadcast_process(weights_type),
+        parts.client_work, parts.aggregator, parts.finalizer)
 
 
 def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:
@@ -105,12 +127,7 @@ def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.Learni
             model_aggregator=aggregators.build(config, _weight_specs(task, config.seed)))
     if config.algorithm not in ("fedavg", "fedavg_unweighted", "fedprox"):
         raise ValueError(f"{config.algorithm} is not a federated algorithm")
-    initial_weights, work, factory, finalizer = fedavg_parts(config, task)
-    weights_type = initial_weights.type_signature.result
-    aggregator = factory.create(weights_type.trainable, tff.TensorType(np.float32))
-    return tff.learning.templates.compose_learning_process(
-        initial_weights, tff.learning.templates.build_broadcast_process(weights_type),
-        work, aggregator, finalizer)
+    return compose(fedavg_parts(config, task))
 
 
 def build_tff_stock(config: ExperimentConfig,

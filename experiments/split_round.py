@@ -11,10 +11,11 @@ single client's update. Two features need exactly that:
 
 `SplitProcess` therefore runs the same three pieces the composed FedAvg
 process is built from (`experiments.process.fedavg_parts`: the client work,
-the configured model aggregator, the apply-optimizer finalizer) as separate calls and keeps the
-composed process's state layout, so checkpoints, weights and metrics are
-those of `experiments.process.build` (a test checks the rounds agree).
-Everything else (initialize, get/set weights) is the composed process's.
+the configured model aggregator, the apply-optimizer finalizer) as separate
+calls and keeps the composed process's state layout, so checkpoints, weights
+and metrics are those of `experiments.process.build` (a test checks the rounds
+agree). Everything else (initialize, get/set weights) is the composed
+process's, composed from the same parts.
 """
 
 from __future__ import annotations
@@ -34,15 +35,13 @@ _STREAM = 0x5EC
 class SplitProcess:
     """FedAvg (weighted or not) with a Python step between client work and aggregation."""
 
-    def __init__(self, composed: tff.learning.templates.LearningProcess,
-                 config: ExperimentConfig, task: Task, outliers: Outliers):
-        self._composed = composed
+    def __init__(self, parts: process.FedAvgParts, config: ExperimentConfig,
+                 outliers: Outliers):
+        self._composed = process.compose(parts)
         self._config = config
         self._outliers = outliers
-        initial_weights, self._client_work, factory, self._finalizer = \
-            process.fedavg_parts(config, task)
-        weights_type = initial_weights.type_signature.result
-        self._aggregator = factory.create(weights_type.trainable, tff.TensorType(np.float32))
+        self._client_work, self._aggregator = parts.client_work, parts.aggregator
+        self._finalizer = parts.finalizer
 
     # The composed process's own entry points.
     def initialize(self):
@@ -112,10 +111,12 @@ def needed(config: ExperimentConfig, outliers: Outliers) -> bool:
     return config.aggregator == "secure_sum" or outliers.update_side
 
 
-def wrap(composed, config: ExperimentConfig, task: Task, outliers: Outliers):
-    """The composed process, or a SplitProcess around it when the config needs one."""
-    return SplitProcess(composed, config, task, outliers) if needed(config, outliers) \
-        else composed
+def build(config: ExperimentConfig, task: Task, outliers: Outliers):
+    """`experiments.process.build`'s process, or a SplitProcess of the same parts
+    when the config needs Python between client work and aggregation."""
+    if needed(config, outliers):
+        return SplitProcess(process.fedavg_parts(config, task), config, outliers)
+    return process.build(config, task)
 
 
 def next_round(learning_process, state, datasets: list, clients, round_num: int):
