@@ -133,11 +133,7 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
         sys.exit(exit_code())
     except KeyboardInterrupt:
         _interrupted(program, signal.SIGINT, interrupted)
-    except SystemExit:
-        if _stop_signal is None:
-            raise
-        _interrupted(program, _stop_signal, interrupted)
-    except Exception:
+    except (SystemExit, Exception):  # SIGTERM's SystemExit, or a stop TF converted
         if _stop_signal is None:
             raise
         _interrupted(program, _stop_signal, interrupted)
