@@ -72,10 +72,11 @@ def _forward(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray):
 def _client_batches(task: Task, config: ExperimentConfig, round_num: int,
                     index: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The client's training batches in the order TFF sees them (same seeded pipeline)."""
+    from experiments.federated import client_datasets
+
     client_id = task.train_data.client_ids[index]
-    dataset = task.preprocess_train(
-        task.train_data.create_tf_dataset_for_client(client_id),
-        sampling.client_shuffle_seed(config.seed, round_num, index))
+    [dataset] = client_datasets(task, task.train_data.client_ids, [index], config.seed,
+                                round_num)
     batches = [(x.reshape(len(y), PIXELS).astype(np.float64), y.astype(np.int64))
                for x, y in dataset.as_numpy_iterator()]
     # Independently of the pipeline: every (capped) example appears once per epoch.
