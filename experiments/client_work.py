@@ -96,6 +96,19 @@ def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighti
     return train
 
 
+def _restore_eager_keras(task: Task, seed: int) -> None:
+    """Puts Keras's model classes back in their eager (v2) form.
+
+    Keras swaps the base classes of `Sequential` and its kin to their v1
+    versions whenever a model is built inside a `tf.Graph` (as above, and as
+    TFF traces the client computation), and back when one is built eagerly.
+    Until then every model built eagerly before (the benchmark's centralised
+    loop, any caller's own model) fails with "Your Layer or Model is in an
+    invalid state". Building one model eagerly leaves Keras as we found it.
+    """
+    task.build_model(seed)
+
+
 def build(task: Task, seed: int, learning_rate: float,
           weighting: tff.learning.ClientWeighting,
           proximal_strength: float = 0.0) -> tff.learning.templates.ClientWorkProcess:
@@ -139,6 +152,7 @@ def build(task: Task, seed: int, learning_rate: float,
         measurements = tff.federated_zip({"train": aggregate_metrics(metrics)})
         return tff.templates.MeasuredProcessOutput(state, result, measurements)
 
+    _restore_eager_keras(task, seed)
     if fedprox:
         return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
 

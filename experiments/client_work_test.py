@@ -81,3 +81,15 @@ def test_non_finite_update_is_zeroed_with_weight_zero(tff_worker, emnist_dir: st
         assert float(result.update_weight) == 0.0
         assert all(not np.any(np.asarray(u)) for u in result.update)
     assert float(output.measurements["train"]["num_examples"]) == 0  # metrics reset too
+
+
+def test_models_built_before_still_run_after(tff_worker, emnist_dir: str) -> None:
+    # Building the client work builds models inside graphs, which swaps Keras's
+    # classes to v1; a model the caller built eagerly before (the benchmark's
+    # centralised loop) must still run afterwards.
+    config = ExperimentConfig(data_dir=emnist_dir, model="cnn", progress=False)
+    task = registry.get(config.task, config.task_config())
+    before = task.build_model(config.seed)
+    process.build(config, task)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert before(x, training=True).shape == (2, 62)
