@@ -1,8 +1,10 @@
-"""The one exception type for mistakes a user can fix (bad flag, missing file).
+"""How binaries end on a user's mistake or a stop.
 
-Binaries catch it at the top and print its message as a single line with
-exit code 2, instead of a long TFF stack trace; `flags_parser` does the same
-for absl's own flag errors.
+UsageError is the one exception type for mistakes a user can fix (bad flag,
+missing file): binaries catch it at the top and print its message as a single
+line with exit code 2, instead of a long TFF stack trace; `flags_parser` does
+the same for absl's own flag errors. Ctrl-C and SIGTERM end as one line with
+exit code 130 / 143, without ever raising inside TensorFlow's C++.
 """
 
 import atexit
@@ -11,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -42,22 +45,31 @@ def storage_error(error: OSError) -> UsageError | None:
 
 
 _stop_signal: int | None = None
+_guard: tuple[str, str] | None = None  # (program, hint) of the running `guarded` body
+_leaving = threading.Lock()
+# How long the main thread has to reach a safe point (the next round) before the
+# stop ends the process from the watchdog thread.
+STOP_GRACE_SECONDS = 1.0
 
 
-def request_stop(signum: int) -> None:
+def request_stop(signum: int) -> bool:
     """Records that the user asked the program to stop (Ctrl-C or SIGTERM).
 
-    Python delivers the resulting exception wherever the main thread happens
-    to be; inside TensorFlow's C++ it can surface as an unrelated TypeError
-    or be swallowed. The record lets `guarded` and the training loop honour
-    the stop regardless.
+    The first stop wins (its exit code is reported); True if this was it.
     """
     global _stop_signal
+    if _stop_signal is not None:
+        return False
     _stop_signal = signum
+    return True
 
 
 def raise_if_stop_requested() -> None:
-    """Raises the interruption now if a stop signal arrived but was swallowed."""
+    """Raises the recorded stop here, at a point where unwinding is safe.
+
+    KeyboardInterrupt for Ctrl-C, SystemExit(128 + signum) for SIGTERM, so
+    `finally` blocks run. The training loop calls it every round.
+    """
     if _stop_signal == signal.SIGINT:
         raise KeyboardInterrupt
     if _stop_signal is not None:
@@ -65,22 +77,26 @@ def raise_if_stop_requested() -> None:
 
 
 def on_stop_signal(signum, frame) -> None:
-    """Signal handler for Ctrl-C and SIGTERM: records the stop, then raises it
-    (KeyboardInterrupt, or SystemExit(128 + signum) so `finally` blocks run)."""
-    request_stop(signum)
-    raise_if_stop_requested()
+    """Signal handler for Ctrl-C and SIGTERM: records the stop and returns.
+
+    Raising here would throw the exception wherever the main thread happens
+    to be, including inside TensorFlow's C++ (an eager op's fast path, a
+    trace), where it has surfaced as an unrelated TypeError, been swallowed,
+    aborted the process ("exception not rethrown") and corrupted the heap
+    ("free(): invalid next size"). So the main thread raises it at its next
+    safe point (`raise_if_stop_requested`), and if it is not there within
+    STOP_GRACE_SECONDS a watchdog thread ends the process with the same line
+    and exit code, after the exit handlers (worker stop, stderr drain). Every
+    result file is written atomically, so ending there loses nothing written.
+    """
+    if request_stop(signum):
+        threading.Thread(target=_end_after_grace, name="stop-watchdog", daemon=True).start()
 
 
-def _redeliver_swallowed_stop(unraisable) -> None:
-    """sys.unraisablehook: a stop raised inside a GC callback or `__del__` is
-    swallowed there (Python prints "Exception ignored in ..."); send the signal
-    again a moment later, where it can propagate, instead of printing it."""
-    stop = _stop_signal
-    if stop is not None and isinstance(unraisable.exc_value, KeyboardInterrupt | SystemExit):
-        if signal.getsignal(stop) is on_stop_signal:
-            threading.Timer(0.01, os.kill, (os.getpid(), stop)).start()
-        return
-    sys.__unraisablehook__(unraisable)
+def _end_after_grace() -> None:
+    time.sleep(STOP_GRACE_SECONDS)
+    program, hint = _guard or ("", "")
+    _interrupted(program, _stop_signal, hint, mid_line=True)
 
 
 RESUMES = "run the same command again to resume"
@@ -90,10 +106,9 @@ NOTHING_WRITTEN = "nothing was written"
 def _leave(code: int) -> None:
     """Ends the process after a stop, skipping the interpreter's teardown.
 
-    By now every `finally` block (checkpoints, the worker's stop) has run. A
-    stop that lands while TensorFlow or gRPC threads are mid-call can make the
-    teardown abort ("exception not rethrown") or hang, so the exit handlers
-    (stderr filter drain, worker stop) run here and the process ends directly.
+    The exit handlers (stderr filter drain, worker stop) run here; the
+    teardown itself can abort ("exception not rethrown") or hang on
+    TensorFlow and gRPC threads still mid-call, so the process ends directly.
     """
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -104,8 +119,19 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _interrupted(program: str, signum: int, hint: str) -> None:
-    print(f"{program}: interrupted; {hint}", file=sys.stderr)
+def _stderr_is_terminal() -> bool:
+    quiet = sys.modules.get("experiments.quiet_tf")  # fd 2 may be its filter pipe
+    return quiet.stderr_is_terminal() if quiet else os.isatty(2)
+
+
+def _interrupted(program: str, signum: int, hint: str, mid_line: bool = False) -> None:
+    """Prints the stop's one line and ends the process; once, whichever thread
+    (the main thread at a safe point, or the watchdog) gets here first."""
+    if not _leaving.acquire(blocking=False):
+        threading.Event().wait()  # the other thread is ending the process
+    if program:
+        start = "\n" if mid_line and _stderr_is_terminal() else ""  # after a progress bar
+        print(f"{start}{program}: interrupted; {hint}", file=sys.stderr)
     _leave(128 + signum)
 
 
@@ -113,13 +139,15 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
     """Runs a binary's body; user-fixable failures end as one line, not a traceback.
 
     UsageError and a full disk exit 2 with `program: error: ...`; Ctrl-C exits
-    130 (SIGTERM 143) with the `interrupted` hint (by default: the same command resumes),
-    even when the interrupt surfaced inside TensorFlow as another exception.
+    130 (SIGTERM 143) with the `interrupted` hint (by default: the same command
+    resumes), whether the stop is raised at a safe point, ends the process from
+    the watchdog (`on_stop_signal`), or made a TFF call fail on its way out.
     Anything else is a bug and keeps its traceback.
     """
+    global _guard
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_stop_signal)
-    sys.unraisablehook = _redeliver_swallowed_stop
+    _guard = (program, interrupted)
     try:
         body()
     except UsageError as e:
@@ -132,8 +160,8 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
         print(f"{program}: error: {usage}", file=sys.stderr)
         sys.exit(exit_code())
     except KeyboardInterrupt:
-        _interrupted(program, signal.SIGINT, interrupted)
-    except (SystemExit, Exception):  # SIGTERM's SystemExit, or a stop TF converted
+        _interrupted(program, _stop_signal or signal.SIGINT, interrupted)
+    except (SystemExit, Exception):  # SIGTERM's SystemExit, or a call the stop cut short
         if _stop_signal is None:
             raise
         _interrupted(program, _stop_signal, interrupted)

@@ -13,6 +13,7 @@ inherit it), so no Ray or Flower process outlives the benchmark.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -119,12 +120,19 @@ def run_peer(python: str, data_path: str, output_path: str, log_path: str,
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                    start_new_session=True)
+        # Its own session keeps a terminal's Ctrl-C off it, so a stop of ours that
+        # ends the process from the exit handlers must take it down there too.
+        def stop_peer() -> list[int]:
+            return kill_leftovers(process.pid, marker)
+
+        atexit.register(stop_peer)
         try:
             code = process.wait(timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            left = kill_leftovers(process.pid, marker)
+            left = stop_peer()
+            atexit.unregister(stop_peer)
             process.wait()
     if code != 0:
         with open(log_path) as f:

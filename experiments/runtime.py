@@ -190,8 +190,9 @@ def start(max_concurrent_calls: int = -1) -> None:
 def session(max_concurrent_calls: int = -1) -> Iterator[None]:
     """Runs the body with a live worker; the worker is gone on every way out.
 
-    SIGTERM is turned into SystemExit so that `finally` blocks (checkpoint
-    writes, the worker's stop) run just as they do for Ctrl-C.
+    SIGTERM is handled as Ctrl-C is (`errors.on_stop_signal`): recorded, raised
+    as SystemExit at the next safe point, or the process ends after the exit
+    handlers (the worker's stop among them).
     """
     previous = signal.signal(signal.SIGTERM, errors.on_stop_signal)
     try:
