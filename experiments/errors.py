@@ -99,18 +99,29 @@ def _end_after_grace() -> None:
     _interrupted(program, _stop_signal, hint, mid_line=True)
 
 
+def _quiet_after_stop(unraisable) -> None:
+    """sys.unraisablehook: once a stop is recorded, errors Python cannot raise
+    (a `__del__` disposing of a value on the worker the stop has ended) are
+    the stop's own debris, not a bug to print a traceback for."""
+    if _stop_signal is None:
+        sys.__unraisablehook__(unraisable)
+
+
 RESUMES = "run the same command again to resume"
 NOTHING_WRITTEN = "nothing was written"
 
 
-def _leave(code: int) -> None:
+def _leave(code: int, line: str) -> None:
     """Ends the process after a stop, skipping the interpreter's teardown.
 
-    The exit handlers (stderr filter drain, worker stop) run here; the
+    The exit handlers (worker stop, stderr filter drain) run first and the
+    stop's line comes last, after anything the main thread still printed. The
     teardown itself can abort ("exception not rethrown") or hang on
     TensorFlow and gRPC threads still mid-call, so the process ends directly.
     """
     atexit._run_exitfuncs()
+    if line:
+        print(line, file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -125,14 +136,15 @@ def _stderr_is_terminal() -> bool:
 
 
 def _interrupted(program: str, signum: int, hint: str, mid_line: bool = False) -> None:
-    """Prints the stop's one line and ends the process; once, whichever thread
-    (the main thread at a safe point, or the watchdog) gets here first."""
+    """Ends the process with the stop's one line; once, whichever thread (the
+    main thread at a safe point, or the watchdog) gets here first."""
     if not _leaving.acquire(blocking=False):
         threading.Event().wait()  # the other thread is ending the process
+    line = ""
     if program:
         start = "\n" if mid_line and _stderr_is_terminal() else ""  # after a progress bar
-        print(f"{start}{program}: interrupted; {hint}", file=sys.stderr)
-    _leave(128 + signum)
+        line = f"{start}{program}: interrupted; {hint}"
+    _leave(128 + signum, line)
 
 
 def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) -> None:
@@ -148,6 +160,7 @@ def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_stop_signal)
     _guard = (program, interrupted)
+    sys.unraisablehook = _quiet_after_stop
     try:
         body()
     except UsageError as e:

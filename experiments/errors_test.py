@@ -14,18 +14,24 @@ import pytest
 from experiments import errors
 
 
+def _leave_without_os_exit(code: int, line: str) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(code)
+
+
 @pytest.fixture(autouse=True)
 def _no_stop_left(monkeypatch):
     monkeypatch.setattr(errors, "_stop_signal", None)
     monkeypatch.setattr(errors, "_leaving", threading.Lock())
     # The real exit skips the interpreter's teardown (os._exit), and the watchdog
     # would end pytest itself; here the stop must come from the body's checks.
-    monkeypatch.setattr(errors, "_leave", lambda code: sys.exit(code))
+    monkeypatch.setattr(errors, "_leave", _leave_without_os_exit)
     monkeypatch.setattr(errors, "STOP_GRACE_SECONDS", 3600.0)
     previous = signal.getsignal(signal.SIGINT)
     # As in a terminal: a background shell (nohup, some CI runners) starts us with
     # SIGINT ignored, and guarded() rightly keeps an ignored SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     yield
     signal.signal(signal.SIGINT, previous)
 
@@ -104,6 +110,23 @@ def test_stop_in_a_gc_callback_is_not_swallowed(capsys):
 
     code, err = _exit_code(body, capsys)
     assert code == 130 and "ignored" not in err, err
+
+
+class _DisposesOnTheWorker:
+    def __del__(self):
+        raise ConnectionError("Socket closed")  # as TFF's RemoteValue when the worker is gone
+
+
+def test_errors_in_del_after_a_stop_are_not_printed(capsys):
+    def body():
+        _DisposesOnTheWorker()
+        assert "Socket closed" in capsys.readouterr().err  # before a stop: shown
+        errors.request_stop(signal.SIGINT)
+        _DisposesOnTheWorker()
+        errors.raise_if_stop_requested()
+
+    code, err = _exit_code(body, capsys)
+    assert code == 130 and err == "prog: interrupted; run the same command again to resume\n"
 
 
 def test_first_stop_wins():
