@@ -147,6 +147,45 @@ def _interrupted(program: str, signum: int, hint: str, mid_line: bool = False) -
     _leave(128 + signum, line)
 
 
+_PACKAGES = ("experiments", "analysis", "tasks")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def binary_name(argv: list[str]) -> str | None:
+    """The name of our binary that the command line `argv` runs (`python -m
+    experiments.train` -> "train"), or None (pytest, a notebook, a script)."""
+    if "-m" in argv[1:-1]:
+        module = argv[argv.index("-m", 1) + 1]
+    elif len(argv) > 1 and argv[1].endswith(".py"):
+        relative = os.path.relpath(os.path.abspath(argv[1]), _ROOT)
+        module = relative.removesuffix(".py").replace(os.sep, ".")
+    else:
+        return None
+    package, _, name = module.rpartition(".")
+    if package not in _PACKAGES or name.endswith("_test"):
+        return None
+    return name
+
+
+def take_stop_signals_early() -> None:
+    """Makes one of our binaries honour Ctrl-C and SIGTERM from its first import.
+
+    Importing TensorFlow and TFF takes seconds. A Ctrl-C then would print
+    Python's 40-frame KeyboardInterrupt traceback, or be swallowed by jax's
+    GC callback and never stop the program; a SIGTERM would kill it without a
+    word. Other users of the package (notebooks, tests) keep Python's handling.
+    """
+    global _guard
+    name = binary_name(getattr(sys, "orig_argv", []))
+    if name is None:
+        return
+    _guard = _guard or (name, NOTHING_WRITTEN)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_stop_signal)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, on_stop_signal)
+
+
 def guarded(program: str, body: Callable[[], None], interrupted: str = RESUMES) -> None:
     """Runs a binary's body; user-fixable failures end as one line, not a traceback.
 

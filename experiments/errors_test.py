@@ -201,3 +201,43 @@ def test_watchdog_and_main_thread_racing_print_one_line():
     assert done.returncode == 130, done.stderr
     assert done.stderr.count("interrupted") == 1, done.stderr
     assert done.stdout == "exit handlers ran\n"
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["python", "-m", "experiments.train", "--flagfile=x"], "train"),
+    (["python", "-X", "dev", "-m", "analysis.tables"], "tables"),
+    (["python", "experiments/bench.py"], "bench"),
+    (["python", "-m", "pytest", "experiments"], None),
+    (["python", "-m", "experiments.errors_test"], None),
+    (["python", "-c", "import experiments"], None),
+    (["python"], None),
+])
+def test_binary_name(argv, name):
+    assert errors.binary_name(argv) == name
+
+
+def _catches_sigterm(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_while_tensorflow_loads_is_one_line(signum, tmp_path):
+    # The handlers are taken at the package's first import, seconds before the
+    # binary's main runs; before that fix Ctrl-C here printed a long traceback.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", f"--root_output_dir={tmp_path}"],
+        cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": _ROOT},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not _catches_sigterm(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with open(f"/proc/{process.pid}/maps") as f:
+        tensorflow_loaded = "_pywrap_tensorflow_internal" in f.read()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert not tensorflow_loaded, "the handlers came only after TensorFlow had loaded"
+    assert process.returncode == 128 + signum, err
+    assert err == "train: interrupted; nothing was written\n", err

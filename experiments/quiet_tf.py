@@ -44,15 +44,26 @@ def _import_tensorflow_quietly() -> None:
         return
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
+        released = []
+
+        def release() -> None:
+            """Puts stderr back and writes out what TF printed, but the benign lines."""
+            if released:
+                return
+            released.append(True)
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode("utf-8", "replace").splitlines():
                 if line.strip() and not _BENIGN.search(line):
                     print(line, file=sys.stderr)
+
+        atexit.register(release)  # a stop ending the process mid-import: its line shows
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            atexit.unregister(release)
+            release()
 
 
 _STATE: dict[str, bool] = {}
