@@ -45,7 +45,8 @@ def storage_error(error: OSError) -> UsageError | None:
 
 
 _stop_signal: int | None = None
-_guard: tuple[str, str] | None = None  # (program, hint) of the running `guarded` body
+# (program, hint) for a stop's line: the `guarded` body's, or the binary's from its start.
+_guard: tuple[str, str] | None = None
 _leaving = threading.Lock()
 # How long the main thread has to reach a safe point (the next round) before the
 # stop ends the process from the watchdog thread.
