@@ -401,7 +401,10 @@ def measure_cohort(task: Any, reference: GraphLoopReference, data_dir: str,
     ref_seconds: list[float] = []
     ref_build: list[float] = []
     ref_examples: list[int] = []
+    ticks = None
     for round_num in range(1, warmup + rounds + 1):
+        if round_num == warmup + 1:
+            ticks = cpu_ticks()
         began = time.perf_counter()
         state, row = trainer.run_round(state, round_num)
         seconds = time.perf_counter() - began
@@ -429,6 +432,7 @@ def measure_cohort(task: Any, reference: GraphLoopReference, data_dir: str,
         "median_examples_per_round": _median([float(n) for n in fed_examples]),
         "median_process_next_seconds": _median(next_seconds),
         "median_other_seconds": _median(other),
+        "cpu_steal_percent": steal_percent(ticks, cpu_ticks()),
         "round_seconds": fed_seconds,
         "round_examples": fed_examples,
         "process_next_seconds": next_seconds,
@@ -762,6 +766,30 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_ticks(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(stolen, total) CPU ticks of the machine so far; None where unreadable.
+
+    Steal is time the hypervisor gave our virtual CPUs to another guest: on a
+    shared host it is what makes the same computation take 1.4 s or 2.7 s, so
+    the benchmark reports it beside the timings it may have spoiled.
+    """
+    try:
+        with open(path) as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None
+                  ) -> float | None:
+    """Share of CPU time stolen by the hypervisor between two `cpu_ticks`."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return 100.0 * (end[0] - start[0]) / (end[1] - start[1])
+
+
 def machine_info() -> dict:
     """Where the numbers were measured."""
     import tensorflow as tf
@@ -791,14 +819,15 @@ def markdown(result: dict) -> str:
         "",
         f"{m['nproc']} cores ({m['cpu_model']}), Python {m['python']}, "
         f"TF {m['tensorflow']}, TFF {m['tensorflow_federated']}; load average "
-        f"{m['loadavg_at_start'][0]:.1f} at start, {m['loadavg_at_end'][0]:.1f} at end. "
+        f"{m['loadavg_at_start'][0]:.1f} at start, {m['loadavg_at_end'][0]:.1f} at end; "
+        f"CPU time stolen by the hypervisor {_fmt(m.get('cpu_steal_percent'), '.1f')}%. "
         f"Medians of {result['settings']['rounds']} rounds after "
         f"{result['settings']['warmup_rounds']} warm-up rounds.",
         "",
         "| cohort | federated s/round | examples/round | federated examples/s "
         "| process.next s | other s | centralised s | centralised examples/s "
-        "| ratio to centralised |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio to centralised | CPU steal % |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["settings"]["cohorts"]:
         f, r = result["federated"][str(c)], result["centralized"][str(c)]
@@ -810,7 +839,8 @@ def markdown(result: dict) -> str:
             f"| {_fmt(f['median_other_seconds'], '.3f')} "
             f"| {_fmt(r['median_seconds'], '.3f')} "
             f"| {_fmt(r['examples_per_second'], '.0f')} "
-            f"| {_fmt(result['ratio_to_centralized'][str(c)], '.2f')} |")
+            f"| {_fmt(result['ratio_to_centralized'][str(c)], '.2f')} "
+            f"| {_fmt(f.get('cpu_steal_percent'), '.1f')} |")
     o, mem, dp = result["overhead"], result["memory"], result["dp"]
     lines += ["", "| measure | value |", "|---|---:|",
               f"| per-client fixed overhead (ms) | "
@@ -864,6 +894,7 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
     from tasks import registry
 
     began = time.monotonic()
+    ticks = cpu_ticks()
     with data_folder(settings.data_dir) as (folder, is_real), runtime.session():
         base = _config(folder)
         task = registry.get(base.task, base.task_config())
@@ -910,6 +941,7 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
             memory = measure_memory(task, folder, settings.memory_dp_cohort,
                                     settings.memory_round_a, settings.memory_round_b)
     machine["loadavg_at_end"] = list(os.getloadavg())
+    machine["cpu_steal_percent"] = steal_percent(ticks, cpu_ticks())
     return {
         "machine": machine,
         "data": {"name": data_name(is_real, population), "real": is_real,

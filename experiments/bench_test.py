@@ -38,6 +38,7 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
         assert key in result, key
     for key in ("nproc", "cpu_model", "python", "tensorflow", "tensorflow_federated"):
         assert result["machine"][key], key
+    assert 0 <= result["machine"]["cpu_steal_percent"] <= 100
     assert result["data"]["name"] == "EMNIST (6 writers)"
     assert set(result["ratio_to_centralized"]) == {"2", "3"}
     assert all(_is_number(r) and r > 0 for r in result["ratio_to_centralized"].values())
@@ -46,6 +47,7 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
         assert _is_number(federated["median_round_seconds"])
         assert _is_number(federated["examples_per_second"])
         assert len(federated["round_seconds"]) == 1
+        assert 0 <= federated["cpu_steal_percent"] <= 100
         # The reference trained on exactly the federated round's examples.
         assert result["centralized"][cohort]["same_examples_as_federated"] is True
     assert result["centralized_traces"] == 1
@@ -70,5 +72,18 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert all(_is_number(m["fraction_of_round"]) for m in methods.values())
 
     table = (tmp_path / "bench.md").read_text()
-    assert "| ratio to centralised |" in table and "EMNIST (6 writers)" in table
+    assert "| ratio to centralised | CPU steal % |" in table and "EMNIST (6 writers)" in table
     assert table in done.stdout
+
+
+def test_cpu_steal_is_read_from_proc_stat(tmp_path) -> None:
+    from experiments import bench
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
+    start = bench.cpu_ticks(str(stat))
+    assert start == (40, 1000)
+    stat.write_text("cpu  160 0 60 900 10 0 0 70 5 0\n")  # +100 busy/idle, +30 stolen
+    assert bench.steal_percent(start, bench.cpu_ticks(str(stat))) == 100.0 * 30 / 200
+    assert bench.cpu_ticks(str(tmp_path / "absent")) is None
+    assert bench.steal_percent(None, start) is None
