@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,12 +43,15 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert result["data"]["name"] == "EMNIST (6 writers)"
     assert set(result["ratio_to_centralized"]) == {"2", "3"}
     assert all(_is_number(r) and r > 0 for r in result["ratio_to_centralized"].values())
+    assert set(result["cpu_ratio_to_centralized"]) == {"2", "3"}
     for cohort in ("2", "3"):
         federated = result["federated"][cohort]
         assert _is_number(federated["median_round_seconds"])
         assert _is_number(federated["examples_per_second"])
         assert len(federated["round_seconds"]) == 1
         assert 0 <= federated["cpu_steal_percent"] <= 100
+        # Main process + worker during the round; the worker did the training.
+        assert federated["cpu_seconds"][0] > 0
         # The reference trained on exactly the federated round's examples.
         assert result["centralized"][cohort]["same_examples_as_federated"] is True
     assert result["centralized_traces"] == 1
@@ -72,7 +76,8 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert all(_is_number(m["fraction_of_round"]) for m in methods.values())
 
     table = (tmp_path / "bench.md").read_text()
-    assert "| ratio to centralised | CPU steal % |" in table and "EMNIST (6 writers)" in table
+    assert "| ratio to centralised | CPU-time ratio | CPU steal % |" in table
+    assert "EMNIST (6 writers)" in table
     assert table in done.stdout
 
 
@@ -87,3 +92,15 @@ def test_cpu_steal_is_read_from_proc_stat(tmp_path) -> None:
     assert bench.steal_percent(start, bench.cpu_ticks(str(stat))) == 100.0 * 30 / 200
     assert bench.cpu_ticks(str(tmp_path / "absent")) is None
     assert bench.steal_percent(None, start) is None
+
+
+def test_cpu_seconds_of_a_busy_process_grow_and_of_none_are_zero() -> None:
+    from experiments import bench
+
+    before = bench.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert bench.cpu_seconds(os.getpid()) - before >= 0.2
+    assert bench.cpu_seconds(None) == 0.0
+    assert bench.cpu_seconds(2**22 + 12345) == 0.0  # no such process
