@@ -810,9 +810,9 @@ def _cpu_model() -> str:
 def cpu_ticks(path: str = "/proc/stat") -> tuple[int, int] | None:
     """(stolen, total) CPU ticks of the machine so far; None where unreadable.
 
-    Steal is time the hypervisor gave our virtual CPUs to another guest: on a
-    shared host it is what makes the same computation take 1.4 s or 2.7 s, so
-    the benchmark reports it beside the timings it may have spoiled.
+    Steal is time the hypervisor gave our virtual CPUs to another guest, one
+    way a shared host makes the same computation slower; the benchmark
+    reports it beside the timings it may have spoiled.
     """
     try:
         with open(path) as f:
