@@ -280,15 +280,11 @@ def _numpy_client_updates(task, config, round_num: int, w: np.ndarray, b: np.nda
 @pytest.mark.parametrize("compression,bits,rank", [("quantize", 4, 4), ("low_rank", 8, 2)])
 def test_trainer_round_bits_and_decoded_mean(tff_worker, emnist_dir: str, compression: str,
                                              bits: int, rank: int) -> None:
-    from experiments.fedavg_numpy_test import _config
-    from experiments.federated import FederatedTrainer
-    from tasks import registry
+    from experiments.fedavg_numpy_test import _trainer
 
-    config = _config(emnist_dir, compression=compression, quantization_bits=bits, rank=rank)
+    config, task, trainer, state = _trainer(
+        emnist_dir, compression=compression, quantization_bits=bits, rank=rank)
     validate(config)
-    task = registry.get(config.task, config.task_config())
-    trainer = FederatedTrainer(config, task)
-    state = trainer.initial_state()
     w0, b0 = (a.astype(np.float64) for a in trainer.model_weights(state))
     state, row = trainer.run_round(state, 1)
     w1, b1 = trainer.model_weights(state)

@@ -54,6 +54,17 @@ def _config(emnist_dir: str, **overrides) -> ExperimentConfig:
     return ExperimentConfig(**settings)
 
 
+def _trainer(emnist_dir: str, **overrides):
+    """The fixture's task, a FederatedTrainer for `_config(**overrides)` and its
+    initial state: (config, task, trainer, state)."""
+    from experiments.federated import FederatedTrainer
+
+    config = _config(emnist_dir, **overrides)
+    task = registry.get(config.task, config.task_config())
+    trainer = FederatedTrainer(config, task)
+    return config, task, trainer, trainer.initial_state()
+
+
 # ----- the numpy reference -------------------------------------------------------------
 def _forward(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray):
     """Per-example cross-entropy, d(mean loss)/d(logits), and hits, for a batch."""
@@ -137,13 +148,9 @@ def _params(num_classes: int) -> int:
 ])
 def test_fedavg_rounds_match_numpy(tff_worker, emnist_dir: str, algorithm: str,
                                    only_digits: bool, cap: int) -> None:
-    from experiments.federated import FederatedTrainer
-
-    config = _config(emnist_dir, algorithm=algorithm, only_digits=only_digits,
-                     max_elements_per_client=cap)
-    task = registry.get(config.task, config.task_config())
-    trainer = FederatedTrainer(config, task)
-    state = trainer.initial_state()
+    config, task, trainer, state = _trainer(
+        emnist_dir, algorithm=algorithm, only_digits=only_digits,
+        max_elements_per_client=cap)
     w0, b0 = trainer.model_weights(state)
     num_classes = 10 if only_digits else 62
     assert w0.shape == (PIXELS, num_classes) and b0.shape == (num_classes,)
@@ -188,13 +195,11 @@ def test_fedprox_rounds_match_numpy_and_tffs_sign_is_reversed(tff_worker,
     project therefore trains FedProx with its own client work.
     """
     from experiments import process
-    from experiments.federated import FederatedTrainer, sampled_client_datasets
+    from experiments.federated import sampled_client_datasets
 
     mu = 0.5
-    config = _config(emnist_dir, algorithm="fedprox", proximal_strength=mu)
-    task = registry.get(config.task, config.task_config())
-    trainer = FederatedTrainer(config, task)
-    state = trainer.initial_state()
+    config, task, trainer, state = _trainer(emnist_dir, algorithm="fedprox",
+                                            proximal_strength=mu)
     w0, b0 = (a.astype(np.float64) for a in trainer.model_weights(state))
     state, row = trainer.run_round(state, 1)
     w_ours, b_ours = trainer.model_weights(state)
