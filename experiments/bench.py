@@ -438,12 +438,11 @@ def measure_cohort(task: Any, reference: GraphLoopReference, data_dir: str,
     for round_num in range(1, warmup + rounds + 1):
         if round_num == warmup + 1:
             ticks = cpu_ticks()
-        began, cpu = time.perf_counter(), _cpu_now()
+        began, cpu_before = time.perf_counter(), _cpu_now()
         state, row = trainer.run_round(state, round_num)
-        seconds, round_cpu = time.perf_counter() - began, _cpu_now() - cpu
-        cpu = _cpu_now()
+        seconds, cpu_between = time.perf_counter() - began, _cpu_now()
         central, build, central_examples = reference.run(round_num, cohort)
-        central_cpu = _cpu_now() - cpu
+        round_cpu, central_cpu = cpu_between - cpu_before, _cpu_now() - cpu_between
         measured = round_num > warmup
         _progress(f"cohort {cohort} round {round_num}/{warmup + rounds}"
                   f"{'' if measured else ' (warm-up)'}: federated {seconds:.2f} s, "
@@ -960,8 +959,8 @@ def run(settings: Settings, progress: Callable[[str], None] = _progress) -> dict
                 task, reference, folder, cohort, settings.warmup_rounds, settings.rounds)
             gc.collect()
         ratios = {
-            str(c): (federated[str(c)]["median_round_seconds"]
-                     / centralized[str(c)]["median_seconds"])
+            str(c): _ratio(federated[str(c)]["median_round_seconds"],
+                           centralized[str(c)]["median_seconds"])
             for c in settings.cohorts}
         cpu_ratios = {
             str(c): _ratio(federated[str(c)]["median_cpu_seconds"],
