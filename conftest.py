@@ -10,18 +10,19 @@ from collections.abc import Iterator
 
 import pytest
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
-CACHE = os.path.join(ROOT, ".cache", "tff_data")
+from experiments.core.paths import CACHE_DIR, SHARED_DATA_DIR
+
+SHARED_DATA = SHARED_DATA_DIR
+CACHE = os.path.join(CACHE_DIR, "tff_data")
 
 
 @pytest.fixture(scope="session")
 def emnist_dir(tmp_path_factory) -> str:
     """A folder holding a tiny emnist_all.sqlite in TFF's layout (6 clients)."""
-    from tasks import emnist_fixture
+    from tasks import emnist_synthetic
 
     folder = str(tmp_path_factory.mktemp("emnist"))
-    emnist_fixture.write(folder)
+    emnist_synthetic.write(folder)
     return folder
 
 
@@ -41,7 +42,7 @@ def femnist300_dir() -> str:
 
 
 # Text tasks (tasks.stackoverflow_*, tasks.shakespeare): real data from ../shared/data.
-SE_CACHE = os.path.join(ROOT, ".cache", "stackexchange_bioinformatics")
+SE_CACHE = os.path.join(CACHE_DIR, "stackexchange_bioinformatics")
 
 
 def _unpack_xz(source: str, target: str) -> None:

@@ -66,7 +66,7 @@ use_shared_emnist() {
   echo "run.sh: using FEMNIST-300 from ../shared/data (report it as FEMNIST-300)" >&2
 }
 
-# --- Flower, for the side-by-side benchmark only (experiments/flower_peer.py) ---
+# --- Flower, for the side-by-side benchmark only (experiments/benchmark/flower_peer.py) ---
 # Its own venv, so flwr's grpcio/protobuf pins never touch .venv.
 setup_flower() {
   local venv="$ROOT/.venv-flower" stamp

@@ -8,7 +8,8 @@ import pytest
 
 from analysis import communication
 from experiments import config as config_lib
-from experiments import loop, results
+from experiments.core import results
+from experiments.training import loop
 
 # (round, clients, bits up per client, test accuracy or None)
 ROUNDS = [(1, 10, 100, None), (2, 8, 100, 0.40), (3, 10, 50, None), (4, 10, 50, 0.62),

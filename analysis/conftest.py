@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.core.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +23,10 @@ def tiny_dp_sweep(tmp_path_factory, emnist_dir) -> str:
             "grid": {"noise_multiplier": [0.5, 1.0], "clients_per_round": [2, 3]}}
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = {k: v for k, v in os.environ.items() if k != "TFF_DATA_DIR"}
-    env.update(PYTHONPATH=ROOT, HOME=str(folder))
+    env.update(PYTHONPATH=REPO_ROOT, HOME=str(folder))
     run = subprocess.run([sys.executable, "-m", "experiments.sweep", str(folder / "spec.yaml"),
                           f"--root_output_dir={folder}", "--max_parallel=2"],
-                         cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                         cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     return str(folder / "tiny_dp")

@@ -1,4 +1,4 @@
-"""Experiment folders with chosen numbers, written through experiments.results (tests).
+"""Experiment folders with chosen numbers, written through experiments.core.results (tests).
 
 The analysis tests need sweeps whose every value is known in advance, so that
 plots and tables can be checked against numbers computed independently; these
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from experiments import config as config_lib
-from experiments import loop, results
+from experiments.core import results
+from experiments.training import loop
 
 
 def experiment(root: str, name: str, settings: dict, accuracies: Sequence[float],

@@ -20,11 +20,15 @@ predicts every cycle of the held-out engines and prints one row per strategy.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
 
 import numpy as np
+
+from experiments.core import results
+from experiments.core.errors import UsageError
 
 PREDICTIVE_THRESHOLD = 10
 PREVENTATIVE_CYCLE = 193
@@ -96,9 +100,9 @@ def markdown(rows: list[Outcome]) -> str:
 # ----- reading runs (needs TensorFlow) -----------------------------------------------
 def run_predictions(path: str):
     """(lives, per-engine (cycles, predicted RUL), label) of a cmapss_rul run's final model."""
+    # Here, not at the top: the outcome functions above are pure numpy and must
+    # load without TensorFlow, which the config and the task bring.
     from experiments import config as config_lib
-    from experiments import results
-    from experiments.errors import UsageError
     from tasks import cmapss
 
     hparams = results.load_hparams(path)["config"]
@@ -127,10 +131,6 @@ def run_predictions(path: str):
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
-    from experiments.errors import UsageError
-
     parser = argparse.ArgumentParser(prog="maintenance", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="cmapss_rul run folders")
     parser.add_argument("--threshold", type=float, default=PREDICTIVE_THRESHOLD)

@@ -13,15 +13,14 @@ cell ends with a one-line error naming the notebook and the cell's error.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
-from experiments import errors
-from experiments.errors import UsageError
+from experiments.core import binary, stops
+from experiments.core.errors import UsageError
+from experiments.core.paths import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_SECONDS = 600
 
 _FLAGS = flags.FLAGS
@@ -39,6 +38,7 @@ def parameter_source(parameters: dict[str, Any]) -> str:
 
 def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
     """Runs the notebook with `parameters`; the executed NotebookNode (also written)."""
+    # Here: Jupyter's packages load only when a notebook is run.
     import nbclient
     import nbformat
 
@@ -50,11 +50,11 @@ def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
         raise UsageError(f"{path}: has no cell tagged 'parameters'")
     tagged[0].source = "# Parameters (injected)\n" + parameter_source(parameters)
     env_path = os.environ.get("PYTHONPATH", "")
-    if ROOT not in env_path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = ROOT + (os.pathsep + env_path if env_path else "")
+    if REPO_ROOT not in env_path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env_path if env_path else "")
     client = nbclient.NotebookClient(notebook, timeout=TIMEOUT_SECONDS,
                                      kernel_name="python3",
-                                     resources={"metadata": {"path": ROOT}})
+                                     resources={"metadata": {"path": REPO_ROOT}})
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
@@ -67,20 +67,19 @@ def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
     return notebook
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2 or not _FLAGS.sweep_dir:
-        print("notebook_runner: error: give one notebook and --sweep_dir=DIR",
-              file=sys.stderr)
-        sys.exit(errors.exit_code())
-    output = _FLAGS.output_notebook or os.path.join(_FLAGS.sweep_dir, "notebook",
-                                           os.path.basename(argv[1]))
-    def body() -> None:
-        execute(argv[1], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
-                          "METRIC": _FLAGS.metric}, output)
-        print(f"notebook_runner: executed {argv[1]} -> {output}")
+_USAGE = "give one notebook and --sweep_dir=DIR"
 
-    errors.guarded("notebook_runner", body, errors.NOTHING_WRITTEN)
+
+def _run(args: list[str]) -> None:
+    if not _FLAGS.sweep_dir:
+        raise UsageError(_USAGE)
+    output = _FLAGS.output_notebook or os.path.join(_FLAGS.sweep_dir, "notebook",
+                                                    os.path.basename(args[0]))
+    execute(args[0], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
+                      "METRIC": _FLAGS.metric}, output)
+    print(f"notebook_runner: executed {args[0]} -> {output}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("notebook_runner"))
+    binary.run_with_arguments("notebook_runner", _run, _USAGE, 1,
+                              interrupted=stops.NOTHING_WRITTEN)

@@ -16,15 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 
 import pandas as pd
-from absl import app, flags
+from absl import flags
 
 from analysis import communication, plots, render, runs
 from experiments import config as config_lib
-from experiments import errors
-from experiments.errors import UsageError
+from experiments.core import binary, results, stops
+from experiments.core.errors import UsageError
 
 REPORT = "report.md"
 PLOTS_DIR = "plots"
@@ -205,24 +204,17 @@ def write(folder: str, metric: str = "") -> Report:
         rel = os.path.relpath(plot.path, folder)
         lines += [f"## {plot.title}", "", f"![{plot.title}]({rel})", ""]
     path = os.path.join(folder, REPORT)
-    from experiments import results
-
     results.atomic_write(path, "\n".join(lines).encode())
     return Report(path, table, made)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        print("report: error: give exactly one sweep folder: ./run.sh report DIR "
-              "[--metric=NAME]", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    def body() -> None:
-        report = write(argv[1], _FLAGS.metric)
-        print(f"report: {report.path} ({len(report.table)} configurations, "
-              f"{len(report.plots)} plots)")
-
-    errors.guarded("report", body, errors.NOTHING_WRITTEN)
+def _report(args: list[str]) -> None:
+    report = write(args[0], _FLAGS.metric)
+    print(f"report: {report.path} ({len(report.table)} configurations, "
+          f"{len(report.plots)} plots)")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("report"))
+    binary.run_with_arguments(
+        "report", _report, "give exactly one sweep folder: ./run.sh report DIR "
+        "[--metric=NAME]", 1, interrupted=stops.NOTHING_WRITTEN)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from analysis import communication, fakes, report, runs
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 
 
 def _final(path: str, column: str) -> float:

@@ -1,4 +1,4 @@
-"""Runs and sweeps as pandas DataFrames, read only through experiments.results.
+"""Runs and sweeps as pandas DataFrames, read only through experiments.core.results.
 
 `load_run` gives one experiment's per-round table; `load_sweep` gives one row
 per experiment under a root folder: its settings (`hp_*`), the final value of
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from experiments import results
+from experiments.core import results
 
 # Settings that never distinguish configurations (names, places, seeds, UI).
 _NOT_SETTINGS = ("hp_seed", "hp_experiment_name", "hp_root_output_dir", "hp_data_dir",
@@ -120,7 +121,6 @@ def varied_keys(sweep: pd.DataFrame) -> list[str]:
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): Student-t interval for the mean; NaN bounds for one value."""
-    from scipy import stats
 
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]

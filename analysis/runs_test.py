@@ -7,7 +7,8 @@ import pytest
 
 from analysis import runs
 from experiments import config as config_lib
-from experiments import loop, results
+from experiments.core import results
+from experiments.training import loop
 
 
 def _fake_experiment(root: str, name: str, seed: int, accuracy: float, z: float) -> str:

@@ -52,15 +52,20 @@ import sys
 from typing import Any
 
 import pandas as pd
-from absl import app, flags
+import yaml
+from absl import flags
 
 from analysis import render, runs
-from experiments import errors
-from experiments import sweep as sweep_lib
-from experiments.errors import UsageError
+from experiments import config as config_lib
+from experiments.core import binary
+from experiments.core import results as results_lib
+from experiments.core.errors import UsageError
+from experiments.core.paths import REPO_ROOT
+from experiments.launch import flags as launch_flags
+from experiments.launch import runner as runner_lib
+from experiments.launch import spec as spec_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPERS_DIR = os.path.join(ROOT, "configs", "papers")
+PAPERS_DIR = os.path.join(REPO_ROOT, "configs", "papers")
 TABLES_DIR = "tables"
 STATISTICS = ("final", "best", "rounds_to_target")
 KEYS = ("title", "source", "note", "requires_flags", "metric", "statistic", "target",
@@ -69,7 +74,8 @@ ROW_KEYS = ("label", "match", "published", "metric")
 
 _FLAGS = flags.FLAGS
 # --root_output_dir (results root; tables go to <it>/tables/) and --max_parallel
-# come from experiments.sweep, whose runner --run uses.
+# are the sweep runner's, which --run uses.
+launch_flags.define()
 if "run" not in _FLAGS:
     flags.DEFINE_boolean("run", False, "Run the spec's missing trials first.")
 
@@ -123,7 +129,7 @@ def spec_path(name: str) -> str:
     path = os.path.join(PAPERS_DIR, f"{name}.yaml")
     if not os.path.isfile(path):
         known = sorted(f[:-5] for f in os.listdir(PAPERS_DIR) if f.endswith(".yaml"))
-        raise UsageError(f"table '{name}': no spec {os.path.relpath(path, ROOT)}; known: "
+        raise UsageError(f"table '{name}': no spec {os.path.relpath(path, REPO_ROOT)}; known: "
                          f"{', '.join(known)}")
     return path
 
@@ -185,8 +191,6 @@ def parse(raw: Any, name: str, where: str) -> Spec:
 
 def load(name: str) -> Spec:
     """Reads and validates configs/papers/NAME.yaml (or a path)."""
-    import yaml
-
     path = spec_path(name)
     try:
         with open(path) as f:
@@ -194,27 +198,26 @@ def load(name: str) -> Spec:
     except yaml.YAMLError as e:
         raise _fail(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
     return parse(raw, os.path.splitext(os.path.basename(path))[0],
-                 os.path.relpath(path, ROOT) if path.startswith(ROOT) else path)
+                 os.path.relpath(path, REPO_ROOT) if path.startswith(REPO_ROOT) else path)
 
 
 def missing_flags(spec: Spec) -> list[str]:
     """The spec's required flags that this checkout's train.py does not define."""
-    from experiments import config as config_lib
-
     fields = {f.name for f in dataclasses.fields(config_lib.ExperimentConfig)}
     return [f for f in spec.requires_flags if f not in fields]
 
 
 def sweeps(spec: Spec) -> list[Any]:
-    """The spec's sweeps, expanded (experiments.sweep); UsageErrors name the table."""
+    """The spec's sweeps, expanded (experiments.launch.spec); UsageErrors name the table."""
     expanded = []
     for i, item in enumerate(spec.sweeps):
         try:
             if isinstance(item, str):
-                path = item if os.path.isabs(item) else os.path.join(ROOT, item)
-                expanded.append(sweep_lib.load(path))
+                path = item if os.path.isabs(item) else os.path.join(REPO_ROOT, item)
+                expanded.append(spec_lib.load(path, config_lib.ExperimentConfig))
             else:
-                expanded.append(sweep_lib.expand(item, f"{spec.name}_{i}"))
+                expanded.append(spec_lib.expand(item, f"{spec.name}_{i}",
+                                                config_lib.ExperimentConfig))
         except UsageError as e:
             raise UsageError(f"table {spec.name}, sweeps[{i}]: {e}") from None
     return expanded
@@ -394,14 +397,12 @@ def run_missing(spec: Spec, root: str, max_parallel: int) -> int:
     code = 0
     for item, expanded in zip(spec.sweeps, sweeps(spec), strict=True):
         path = item if isinstance(item, str) else ""
-        code = max(code, sweep_lib.Runner(expanded, root, max_parallel, path).run())
+        code = max(code, runner_lib.Runner(expanded, root, max_parallel, path).run())
     return code
 
 
 def write(spec: Spec, root: str) -> tuple[Table, str, str]:
     """Renders the table from the results under root; writes root/tables/NAME.{md,tex}."""
-    from experiments import results as results_lib
-
     table = render_table(spec, load_results(spec, root))
     folder = os.path.join(root, TABLES_DIR)
     os.makedirs(folder, exist_ok=True)
@@ -412,27 +413,24 @@ def write(spec: Spec, root: str) -> tuple[Table, str, str]:
     return table, md_path, tex_path
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        known = sorted(f[:-5] for f in os.listdir(PAPERS_DIR) if f.endswith(".yaml"))
-        print(f"table: error: give exactly one table name ({', '.join(known)}): "
-              f"./run.sh table NAME [--run]", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    def body() -> None:
-        spec = load(argv[1])
-        code = run_missing(spec, _FLAGS.root_output_dir, _FLAGS.max_parallel) \
-            if _FLAGS.run else 0
-        missing = missing_flags(spec)
-        table, md_path, tex_path = write(spec, _FLAGS.root_output_dir)
-        print(table.markdown)
-        if missing:
-            print(f"note: this table needs --{', --'.join(missing)}, which this "
-                  f"train.py does not define yet")
-        print(f"written: {md_path}, {tex_path}")
-        sys.exit(1 if code else 0)
+def _table(args: list[str]) -> None:
+    """Runs (with --run) and renders the table named by the one argument."""
+    spec = load(args[0])
+    code = run_missing(spec, _FLAGS.root_output_dir, _FLAGS.max_parallel) if _FLAGS.run else 0
+    missing = missing_flags(spec)
+    table, md_path, tex_path = write(spec, _FLAGS.root_output_dir)
+    print(table.markdown)
+    if missing:
+        print(f"note: this table needs --{', --'.join(missing)}, which this "
+              f"train.py does not define yet")
+    print(f"written: {md_path}, {tex_path}")
+    sys.exit(1 if code else 0)
 
-    errors.guarded("table", body)
+
+def _usage() -> str:
+    known = sorted(f[:-5] for f in os.listdir(PAPERS_DIR) if f.endswith(".yaml"))
+    return f"give exactly one table name ({', '.join(known)}): ./run.sh table NAME [--run]"
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("table"))
+    binary.run_with_arguments("table", _table, _usage(), 1)

@@ -12,9 +12,8 @@ import pytest
 from scipy import stats
 
 from analysis import fakes, runs, tables
-from experiments.errors import UsageError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.core.errors import UsageError
+from experiments.core.paths import REPO_ROOT
 
 
 def _spec(**overrides) -> tables.Spec:
@@ -95,7 +94,7 @@ def test_columns_split_cells_by_a_flag(tmp_path):
 
 def test_regression_metric_lower_is_better(tmp_path):
     """A C-MAPSS-style table: test_rmse, reached when it falls to the target."""
-    from experiments import results as results_lib
+    from experiments.core import results as results_lib
 
     path = fakes.experiment(str(tmp_path / "reg"), "fed", {"algorithm": "fedavg"},
                             [0.5, 0.5, 0.5])
@@ -144,14 +143,14 @@ def test_every_shipped_spec_parses_and_expands():
 
 
 def test_cli_renders_and_names_unknown_tables(tmp_path):
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    bad = subprocess.run([sys.executable, "-m", "analysis.tables", "nosuch"], cwd=ROOT,
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    bad = subprocess.run([sys.executable, "-m", "analysis.tables", "nosuch"], cwd=REPO_ROOT,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
     assert bad.stderr.startswith("table: error: table 'nosuch': no spec configs/papers/")
     good = subprocess.run([sys.executable, "-m", "analysis.tables", "mcmahan2017",
-                           f"--root_output_dir={tmp_path}"], cwd=ROOT, env=env,
+                           f"--root_output_dir={tmp_path}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert good.returncode == 0, good.stderr
     assert "| FedAvg E=5 B=10 | - | - | 20 | 31.3x |" in good.stdout

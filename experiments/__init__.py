@@ -1,9 +1,13 @@
-"""Experiment binaries and the federated learning-process code."""
+"""Experiment binaries (train, sweep, bench, audit, privacy_plan) and their library packages.
 
-from experiments import errors as _errors
+Importing the package first makes a binary honour Ctrl-C and SIGTERM (before
+TensorFlow's seconds of imports) and filters TensorFlow's start-up noise.
+"""
+
+from experiments.core import stops as _stops
 
 # Before TensorFlow loads: a Ctrl-C during the seconds of imports is one line.
-_errors.take_stop_signals_early()
+_stops.take_stop_signals_early()
 
 # Must run before TensorFlow loads: it filters TF's C++ start-up noise.
-from experiments import quiet_tf as _quiet_tf  # noqa: E402, F401, I001
+from experiments.core import stderr_filter as _stderr_filter  # noqa: E402, F401, I001

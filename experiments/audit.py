@@ -3,7 +3,7 @@
     ./run.sh audit [--noise_multiplier=0.5 --clip=0.3 --total_rounds=100 ...]
 
 Trains two experiments on the same data with the same `--canaries` (see
-`experiments.canaries`): `<name>_nodp` (unweighted FedAvg, no DP) and
+`experiments.privacy.canaries`): `<name>_nodp` (unweighted FedAvg, no DP) and
 `<name>_dp` (DP-FedAvg, `--dp=fixed` at `--clip` and `--noise_multiplier`),
 each a normal results folder (resumable, with metrics.csv), then loads each
 final checkpoint, computes every canary's exposure (Carlini et al. 2019) and
@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from experiments import config as config_lib
-from experiments import errors, quiet_tf
+from experiments import train
+from experiments.core import binary, errors, results, tff_worker
+from experiments.core.settings import pick
+from experiments.privacy import canaries
+from experiments.privacy.settings import CanarySettings
+from experiments.training.federated_trainer import FederatedTrainer
+from tasks import registry
 
 config_lib.define_flags()
 flags.DEFINE_string("audit_output", "", "Folder for audit.json and audit.md (default: "
@@ -83,23 +88,20 @@ def _summary(records: list[dict]) -> dict:
 
 def measure(path: str, candidates: int = 1000) -> dict:
     """Exposures of the canaries of the experiment at `path` (its final checkpoint)."""
-    from experiments import canaries, results
-    from experiments.federated import FederatedTrainer
-    from tasks import registry
-
     hparams = results.load_hparams(path)
     config = config_lib.ExperimentConfig(**{
         f.name: hparams["config"].get(f.name, f.default)
         for f in dataclasses.fields(config_lib.ExperimentConfig)})
     task = registry.get(config.task, config.task_config())
-    trainer = FederatedTrainer(config, canaries.insert(task, config))
+    canary_settings = pick(CanarySettings, config)
+    trainer = FederatedTrainer(config, canaries.insert(task, canary_settings, config.seed))
     checkpoint = results.Experiment(path, []).load_checkpoint()
     if checkpoint is None:
         raise errors.UsageError(f"{path} has no checkpoint to audit")
     model = task.build_model(config.seed)
     model.set_weights(trainer.model_weights(trainer.from_arrays(checkpoint[1])))
-    records, most = canaries.measure(task, config, lambda x: model(x, training=False).numpy(),
-                                     candidates)
+    records, most = canaries.measure(task, canary_settings, config.seed,
+                                     lambda x: model(x, training=False).numpy(), candidates)
     summary = results.load_summary(path) or {}
     return {"path": path, "round": checkpoint[0], "dp": config.dp,
             "noise_multiplier": config.noise_multiplier, "clip": config.clip,
@@ -143,11 +145,9 @@ def report(found: dict[str, dict]) -> str:
 
 def audit(values: dict, output: str, candidates: int = 1000) -> dict:
     """Trains both arms, measures exposure, writes audit.json and audit.md."""
-    from experiments import results, runtime, train
-
     configs = arms(values)
     paths = {arm: train.train(config)[0] for arm, config in configs.items()}
-    with runtime.session():
+    with tff_worker.session():
         found = {arm: measure(path, candidates) for arm, path in paths.items()}
     os.makedirs(output, exist_ok=True)
     results.write_json(os.path.join(output, "audit.json"), found)
@@ -156,25 +156,16 @@ def audit(values: dict, output: str, candidates: int = 1000) -> dict:
     return {"text": text, "output": output}
 
 
-def main(argv: list[str]) -> None:
-    quiet_tf.filter_stderr()
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        print(f"audit: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(errors.exit_code())
+def _run() -> None:
     values = with_task_defaults(
         {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.ExperimentConfig)},
         FLAGS["model"].present)
     output = FLAGS.audit_output or os.path.join(
         values["root_output_dir"], values["experiment_name"] or "audit")
-    def run() -> None:
-        done = audit(values, output, FLAGS.canary_candidates)
-        print(done["text"])
-        print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
-
-    errors.guarded("audit", run)
+    done = audit(values, output, FLAGS.canary_candidates)
+    print(done["text"])
+    print(f"audit: {os.path.abspath(done['output'])}/audit.md, audit.json")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("audit"))
+    binary.run("audit", _run)

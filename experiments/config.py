@@ -1,9 +1,14 @@
 """Every experiment setting, defined once: the dataclass, its flags, its checks.
 
-`ExperimentConfig` is what the process builder, the loop and the results
-layout consume; the absl flags of every binary are generated from its fields
-(so a flag and its default cannot drift apart), and `validate` turns bad
-values into one-line UsageErrors naming the flag and what would be valid.
+`ExperimentConfig` is the binaries' edge: it is composed of the settings
+groups that each concern declares beside its code (the task's data settings,
+the server optimizer, DP, the aggregator, compression, outliers,
+participation, the population, personalisation, canaries) plus the run's
+own schedule and output settings. The absl flags of every binary are
+generated from its fields (so a flag and its default cannot drift apart),
+library code receives only the groups it needs (`core.settings.pick`), and
+`validate` turns bad values into one-line UsageErrors naming the flag and
+what would be valid.
 """
 
 from __future__ import annotations
@@ -14,212 +19,69 @@ import typing
 
 from absl import flags
 
-from experiments.errors import UsageError
-from tasks.task import TaskConfig
+from experiments.aggregators.settings import (
+    AGGREGATORS,
+    COMPRESSION_SETTINGS,
+    COMPRESSIONS,
+    AggregatorSettings,
+    CompressionSettings,
+)
+from experiments.algorithms.server_optimizer import SERVER_OPTIMIZERS, ServerOptimizerSettings
+from experiments.core.errors import UsageError
+from experiments.core.settings import pick, setting
+from experiments.privacy.settings import DP_MECHANISMS, CanarySettings, DpSettings
+from experiments.simulation.outliers import OUTLIER_KINDS, OutlierSettings
+from experiments.simulation.participation import ParticipationSettings
+from experiments.simulation.population import PopulationSettings
+from experiments.training.personalization import PersonalizationSettings
+from tasks.task import EVAL_SPLITS, TaskConfig
 
-# local: one training client alone (experiments.participation), for comparison.
+# local: one training client alone (experiments.training.trainers), for comparison.
 ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "centralized", "local")
-SERVER_OPTIMIZERS = ("sgd", "sgdm", "adam", "yogi", "adagrad")
-DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local")
 CLIENT_SAMPLINGS = ("uniform", "poisson", "cyclic")
-COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank", "tff")
-# Each compression setting and the methods it applies to (elsewhere it must stay
-# at its default, and reports leave it blank).
-COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
-                        "keep_fraction": ("random_mask",), "rank": ("low_rank",)}
-# Secure aggregation, outliers and robust aggregation (experiments.robust,
-# experiments.secure_aggregation, experiments.outliers).
-AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff_secure")
-# Text tasks' splits (tasks.stackoverflow_word / _tag have test and heldout).
-EVAL_SPLITS = ("test", "heldout")
-OUTLIER_KINDS = ("label_flip", "constant_label", "scaled_random")
 CANARY_TASKS = ("emnist_character", "shakespeare_character", "stackoverflow_word")
-
-
-def _f(default, help_text: str, choices: tuple[str, ...] | None = None):
-    return dataclasses.field(
-        default=default, metadata={"help": help_text, "choices": choices}
-    )
+# Re-exported: the validation below and the analysis layer use them by these names.
+__all__ = ["AGGREGATORS", "COMPRESSIONS", "COMPRESSION_SETTINGS", "DP_MECHANISMS",
+           "EVAL_SPLITS", "OUTLIER_KINDS", "SERVER_OPTIMIZERS", "ExperimentConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(CanarySettings, PersonalizationSettings, PopulationSettings,
+                       ParticipationSettings, OutlierSettings, CompressionSettings,
+                       AggregatorSettings, DpSettings, ServerOptimizerSettings, TaskConfig):
     """One experiment's full configuration (flag name = field name)."""
 
-    # Task and data.
-    task: str = _f("emnist_character", "Task name from tasks.registry.")
-    model: str = _f("", "Model architecture, one of the task's (empty: the task's default; "
-                    "emnist_character: cnn_dropout, cnn, 2nn, logistic).")
-    only_digits: bool = _f(False, "EMNIST: 10 digit classes instead of 62.")
-    data_dir: str = _f(
-        "", "Folder with TFF's dataset files (default: $TFF_DATA_DIR, else ~/.tff)."
-    )
-    client_epochs_per_round: int = _f(1, "Local epochs per round on each client.")
-    client_batch_size: int = _f(20, "Client minibatch size.")
-    max_elements_per_client: int = _f(
-        0, "Use at most this many examples per client (0: all)."
-    )
-    # Text tasks (tasks.stackoverflow_word / _tag, tasks.shakespeare); see README "Tasks".
-    vocab_size: int = _f(10_000, "stackoverflow_word / stackoverflow_tag: the most frequent "
-                         "words kept (others are out-of-vocabulary).")
-    tag_vocab_size: int = _f(500, "stackoverflow_tag: the most frequent tags predicted.")
-    sequence_length: int = _f(0, "Tokens per sequence (0: the task's default, "
-                              "stackoverflow_word 20, shakespeare_character 80).")
-    eval_split: str = _f("test", "Split scored on eval rounds: test (final numbers) or "
-                         "heldout (validation; stackoverflow tasks).", EVAL_SPLITS)
-    # Algorithm.
-    algorithm: str = _f("fedavg", "Learning algorithm.", ALGORITHMS)
-    proximal_strength: float = _f(0.01, "FedProx proximal term strength mu.")
-    client_learning_rate: float = _f(0.1, "Client SGD learning rate.")
-    server_optimizer: str = _f("sgd", "Server optimizer (FedOpt).", SERVER_OPTIMIZERS)
-    server_learning_rate: float = _f(1.0, "Server learning rate.")
-    server_sgd_momentum: float = _f(0.9, "Momentum for --server_optimizer=sgdm.")
-    server_beta_1: float = _f(0.9, "First-moment decay for adam / yogi.")
-    server_beta_2: float = _f(0.999, "Second-moment decay for adam / yogi.")
-    server_epsilon: float = _f(1e-3, "Adaptivity epsilon (tau) for adam / yogi / adagrad.")
-    server_initial_accumulator_value: float = _f(
-        0.0, "Initial preconditioner value for yogi / adagrad."
-    )
-    # User-level differential privacy (on --algorithm=fedavg_unweighted).
-    dp: str = _f("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
-                 "clip (Andrew et al. 2021), tree (DP-FTRL), local.", DP_MECHANISMS)
-    noise_multiplier: float = _f(0.0, "Gaussian noise std as a multiple of the clip.")
-    clip: float = _f(1.0, "L2 clip of each client update (fixed, tree, local).")
-    initial_clip: float = _f(0.1, "Adaptive clipping: initial clip.")
-    target_unclipped_quantile: float = _f(0.5, "Adaptive clipping: target quantile.")
-    adaptive_clip_learning_rate: float = _f(0.2, "Adaptive clipping: learning rate.")
-    clipped_count_stddev: float = _f(
-        0.0, "Adaptive clipping: noise on the clipped count (0: 0.05 * clients_per_round).")
-    client_sampling: str = _f(
+    task: str = setting("emnist_character", "Task name from tasks.registry.")
+    # Algorithm and the clients' local training.
+    algorithm: str = setting("fedavg", "Learning algorithm.", ALGORITHMS)
+    proximal_strength: float = setting(0.01, "FedProx proximal term strength mu.")
+    client_learning_rate: float = setting(0.1, "Client SGD learning rate.")
+    client_sampling: str = setting(
         "uniform", "uniform: K clients without replacement; poisson: each client with "
         "probability K/N; cyclic: a fixed permutation in passes (for tree).",
         CLIENT_SAMPLINGS)
-    delta: float = _f(0.0, "DP delta (0: 1 / population^1.1).")
-    target_epsilon: float = _f(
-        0.0, "If > 0, use the smallest --noise_multiplier reaching this epsilon "
-        "after --total_rounds.")
-    # Model aggregator, secure aggregation and outlier clients.
-    aggregator: str = _f(
-        "mean", "mean (TFF's), median / trimmed_mean (coordinate-wise), norm_clip (clip "
-        "each update's L2 norm, then mean), secure_sum (Bonawitz et al. 2017 simulated on "
-        "quantised updates), tff_secure (tff.learning.secure_aggregator).", AGGREGATORS)
-    trimmed_mean_fraction: float = _f(
-        0.1, "trimmed_mean: fraction of clients dropped at each end, per coordinate.")
-    norm_clip: float = _f(1.0, "norm_clip: L2 bound of each client update.")
-    secagg_bits: int = _f(16, "secure_sum: bits per quantised coordinate (2..40).")
-    secagg_range: float = _f(
-        1.0, "secure_sum: coordinates are clipped to [-range, range] before quantising.")
-    secagg_threshold: float = _f(
-        0.6, "secure_sum: Shamir threshold t as a fraction of the round's clients.")
-    secagg_dropout: float = _f(
-        0.0, "secure_sum: fraction of the round's clients that drop after the keys are "
-        "shared (their pairwise masks are recovered, their update is lost).")
-    outlier_fraction: float = _f(
-        0.0, "Fraction of training clients that are outliers (seeded choice).")
-    outlier_kind: str = _f(
-        "label_flip", "label_flip: label y -> C-1-y; constant_label: every label is "
-        "--outlier_label; scaled_random: the update is replaced by a random direction "
-        "of --outlier_scale times the honest update's norm.", OUTLIER_KINDS)
-    outlier_label: int = _f(0, "constant_label: the label outliers always report.")
-    outlier_scale: float = _f(
-        10.0, "scaled_random: norm of the random update / norm of the honest one.")
-    # Compressed client updates (experiments.compression).
-    compression: str = _f(
-        "none", "Upload compression: quantize (stochastic uniform), rotate_quantize "
-        "(randomized Hadamard + quantize), random_mask (seeded subsampling), low_rank "
-        "(structured updates), tff (tff.learning.compression_aggregator).", COMPRESSIONS)
-    quantization_bits: int = _f(8, "quantize / rotate_quantize: bits per coordinate (1..16).")
-    keep_fraction: float = _f(0.1, "random_mask: probability each coordinate is sent.")
-    rank: int = _f(4, "low_rank: rank of each kernel's update.")
-    # C-MAPSS turbofan RUL and heat-map tasks (tasks.cmapss, tasks.heatmap), client
-    # participation switches (experiments.participation).
-    cmapss_subsets: str = _f("FD001,FD003", "cmapss_rul: NASA sub-datasets whose train and "
-                             "test engines are used, comma-separated (FD001..FD004).")
-    cmapss_clients: int = _f(80, "cmapss_rul: training clients (factories).")
-    cmapss_engines_per_client: int = _f(4, "cmapss_rul: engines per training client; the "
-                                        "other engines are held out for testing.")
-    cmapss_split_seed: int = _f(0, "cmapss_rul: seed of the engines' partition.")
-    heatmap_grid: int = _f(12, "heatmap: the map is a grid of this many cells per side.")
-    heatmap_users: int = _f(24, "heatmap: honest users (training clients).")
-    heatmap_readings: int = _f(8, "heatmap: readings each user reports.")
-    heatmap_spread: float = _f(1.5, "heatmap: std (cells) of a user's readings around home.")
-    heatmap_outliers: int = _f(0, "heatmap: extra users with a broken thermometer (every "
-                               "reading cold).")
-    heatmap_outlier_readings: int = _f(0, "heatmap: readings of each outlier (0: "
-                                       "--heatmap_readings).")
-    heatmap_location_noise: float = _f(0.0, "heatmap: privacy slider, std (cells) of the "
-                                       "Gaussian noise on each reported location.")
-    heatmap_map_seed: int = _f(0, "heatmap: seed of the true map and of the users.")
-    non_participants: int = _f(0, "The first this many training clients never join the "
-                               "federation (they only train locally: --algorithm=local).")
-    local_client: int = _f(0, "--algorithm=local: index of the training client trained "
-                           "alone.")
-    failed_clients: int = _f(0, "This many participating clients (seeded choice) fail: "
-                             "they stop training from --fail_at_round on.")
-    fail_at_round: int = _f(1, "The round from which --failed_clients stop training.")
-    # Populations, personalisation, memorisation audit (experiments.population,
-    # experiments.personalization, experiments.canaries; README section of that name).
-    availability: float = _f(
-        1.0, "Mean chance a client is eligible (charging, on Wi-Fi, idle) in a round; each "
-        "client has a seeded profile of that mean (1: every client always eligible).")
-    availability_period: int = _f(
-        0, "Rounds per simulated day: eligibility follows a daily cycle with a seeded "
-        "phase per client (0: no cycle).")
-    dropout_rate: float = _f(0.0, "Chance a selected client fails before reporting.")
-    device_speed_sigma: float = _f(
-        0.5, "Log-std of the seeded log-normal per-client device speed (median 1).")
-    round_deadline: float = _f(
-        0.0, "Simulated seconds after which a client's report is discarded (0: none).")
-    over_selection: float = _f(
-        0.0, "Select ceil((1 + x) K) eligible clients, aggregate the first K reports "
-        "(--client_sampling=uniform).")
-    personalization_steps: int = _f(
-        0, "On eval rounds, fine-tune the global model for this many local SGD steps on "
-        "each test client's own training data and score it on its test data (0: off).")
-    personalization_learning_rate: float = _f(
-        0.0, "SGD rate of the personalisation fine-tuning (0: --client_learning_rate).")
-    canaries: int = _f(
-        0, "Memorisation audit: this many canaries (EMNIST: an image copied with a random "
-        "wrong label; text tasks: 'my secret number is' and random digits), each inserted "
-        "into one seeded training client, plus as many never-inserted controls.")
-    canary_repeats: int = _f(10, "Copies of each canary in its client's training data.")
     # Schedule.
-    total_rounds: int = _f(100, "Number of federated rounds.")
-    clients_per_round: int = _f(10, "Clients sampled per round (uniform, no replacement).")
-    seed: int = _f(0, "Seed for model init, client sampling and client shuffling.")
-    rounds_per_eval: int = _f(10, "Evaluate every this many rounds (and at the end).")
-    rounds_per_checkpoint: int = _f(5, "Checkpoint every this many rounds (and at the end).")
-    eval_batch_size: int = _f(500, "Batch size for evaluation passes.")
+    total_rounds: int = setting(100, "Number of federated rounds.")
+    clients_per_round: int = setting(10, "Clients sampled per round (uniform, no "
+                                     "replacement).")
+    seed: int = setting(0, "Seed for model init, client sampling and client shuffling.")
+    rounds_per_eval: int = setting(10, "Evaluate every this many rounds (and at the end).")
+    rounds_per_checkpoint: int = setting(5, "Checkpoint every this many rounds (and at the "
+                                         "end).")
     # Output.
-    root_output_dir: str = _f("results", "Root folder of all experiment folders.")
-    experiment_name: str = _f(
-        "", "Experiment folder name (default: built from task, algorithm and seed)."
-    )
-    overwrite: bool = _f(
-        False, "Replace an existing experiment of this name that has another config."
-    )
-    progress: bool = _f(True, "Show a progress bar on a terminal.")
-    memory_budget_mb: int = _f(
+    root_output_dir: str = setting("results", "Root folder of all experiment folders.")
+    experiment_name: str = setting(
+        "", "Experiment folder name (default: built from task, algorithm and seed).")
+    overwrite: bool = setting(
+        False, "Replace an existing experiment of this name that has another config.")
+    progress: bool = setting(True, "Show a progress bar on a terminal.")
+    memory_budget_mb: int = setting(
         0, "Refuse to start if a round would need more memory than this (0: the "
         "memory available on the machine).")
 
     def task_config(self) -> TaskConfig:
         """The data-side settings, as the task registry takes them."""
-        return TaskConfig(
-            data_dir=self.data_dir or None,
-            model=self.model,
-            only_digits=self.only_digits,
-            client_epochs_per_round=self.client_epochs_per_round,
-            client_batch_size=self.client_batch_size,
-            max_elements_per_client=self.max_elements_per_client or None,
-            eval_batch_size=self.eval_batch_size,
-            vocab_size=self.vocab_size,
-            tag_vocab_size=self.tag_vocab_size,
-            sequence_length=self.sequence_length,
-            eval_split=self.eval_split,
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(TaskConfig)
-               if f.name.startswith(("cmapss_", "heatmap_"))},
-        )
+        return pick(TaskConfig, self)
 
     def name(self) -> str:
         """The experiment folder name."""

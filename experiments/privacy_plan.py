@@ -5,17 +5,16 @@
     ./run.sh privacy --target_epsilon=8 --clients_per_round=50 \\
         --population=3400 --total_rounds=1500
 
-Uses the same accounting module as training (`experiments.privacy`), so the
+Uses the same accounting module as training (`experiments.privacy.accounting`), so the
 numbers are the ones a run would write to metrics.csv.
 """
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from experiments import errors, privacy
+from experiments.core import binary, errors, stops
+from experiments.privacy import accounting
 
 flags.DEFINE_float("noise_multiplier", None, "Gaussian noise std / clip.")
 flags.DEFINE_float("target_epsilon", None, "Find the smallest noise multiplier reaching this.")
@@ -23,8 +22,8 @@ flags.DEFINE_integer("clients_per_round", 10, "Clients per round (expected, for 
 flags.DEFINE_integer("population", None, "Number of clients N.")
 flags.DEFINE_integer("total_rounds", 100, "Rounds of training.")
 flags.DEFINE_float("delta", 0.0, "delta (0: 1 / population^1.1).")
-flags.DEFINE_enum("dp", "fixed", privacy.MECHANISMS, "DP mechanism.")
-flags.DEFINE_enum("client_sampling", "uniform", privacy.SAMPLINGS, "Client sampling.")
+flags.DEFINE_enum("dp", "fixed", accounting.MECHANISMS, "DP mechanism.")
+flags.DEFINE_enum("client_sampling", "uniform", accounting.SAMPLINGS, "Client sampling.")
 FLAGS = flags.FLAGS
 
 
@@ -40,34 +39,28 @@ def plan() -> str:
         raise errors.UsageError("give exactly one of --noise_multiplier and --target_epsilon")
     if FLAGS.total_rounds < 1:
         raise errors.UsageError(f"--total_rounds={FLAGS.total_rounds} must be >= 1")
-    m = privacy.Mechanism(
+    m = accounting.Mechanism(
         kind=FLAGS.dp, noise_multiplier=FLAGS.noise_multiplier or 0.0,
         clients_per_round=FLAGS.clients_per_round, population=FLAGS.population,
         sampling=FLAGS.client_sampling,
-        delta=FLAGS.delta or privacy.default_delta(FLAGS.population))
-    privacy.check(m)
+        delta=FLAGS.delta or accounting.default_delta(FLAGS.population))
+    accounting.check(m)
     lines = []
     rounds = FLAGS.total_rounds
     if FLAGS.target_epsilon is not None:
-        z = privacy.calibrate(m, rounds, FLAGS.target_epsilon)
-        m = privacy.Mechanism(**{**m.__dict__, "noise_multiplier": z})
+        z = accounting.calibrate(m, rounds, FLAGS.target_epsilon)
+        m = accounting.Mechanism(**{**m.__dict__, "noise_multiplier": z})
         lines.append(f"noise_multiplier {z:.4f} is the smallest reaching epsilon "
                      f"{FLAGS.target_epsilon} (RDP) after {rounds} rounds")
     lines.append(
         f"{m.kind} DP, {m.sampling} sampling of {m.clients_per_round} of "
         f"{m.population} clients, noise_multiplier {m.noise_multiplier:.4f}, "
         f"{rounds} rounds, delta {m.delta:.3g}")
-    lines.append(f"epsilon (RDP): {privacy.epsilon_rdp(m, rounds, rounds):.4f}")
-    lines.append(f"epsilon (PLD): {_format(privacy.epsilon_pld(m, rounds, rounds))}")
+    lines.append(f"epsilon (RDP): {accounting.epsilon_rdp(m, rounds, rounds):.4f}")
+    lines.append(f"epsilon (PLD): {_format(accounting.epsilon_pld(m, rounds, rounds))}")
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        print(f"privacy: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    errors.guarded("privacy", lambda: print(plan()), errors.NOTHING_WRITTEN)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("privacy"))
+    binary.run("privacy", lambda: print(plan()), interrupted=stops.NOTHING_WRITTEN,
+               tensorflow=False)

@@ -8,13 +8,19 @@ stderr and exit code 2; TFF's worker process is stopped on every way out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
-
 from experiments import config as config_lib
-from experiments import errors, quiet_tf
+from experiments.core import binary, results, tff_worker
+from experiments.core.settings import pick
+from experiments.privacy import accounting, canaries
+from experiments.privacy.settings import CanarySettings, DpSettings
+from experiments.training import loop, personalization, trainers
+from experiments.training.evaluation import Evaluator
+from experiments.training.personalization import PersonalizationSettings
+from tasks import registry
 
 config_lib.define_flags()
 
@@ -22,9 +28,9 @@ config_lib.define_flags()
 def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
                      ) -> config_lib.ExperimentConfig:
     """Fills in delta and a calibrated noise multiplier, and says what was chosen."""
-    from experiments import privacy
-
-    resolved = privacy.resolve(config, population)
+    dp = accounting.resolve(pick(DpSettings, config), config.clients_per_round,
+                            config.client_sampling, population, config.total_rounds)
+    resolved = dataclasses.replace(config, delta=dp.delta, noise_multiplier=dp.noise_multiplier)
     if config.target_epsilon > 0:
         print(f"noise_multiplier {resolved.noise_multiplier:.4f} reaches epsilon "
               f"{config.target_epsilon} (delta {resolved.delta:.3g}) after "
@@ -34,15 +40,11 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
 
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
-    from experiments import canaries, loop, participation, personalization, results, runtime
-    from experiments.evaluation import Evaluator
-    from tasks import registry
-
-    with runtime.session():
+    with tff_worker.session():
         task = registry.get(config.task, config.task_config())
-        task = canaries.insert(task, config)  # memorisation audit (--canaries)
+        task = canaries.insert(task, pick(CanarySettings, config), config.seed)  # audit
         config = _resolve_privacy(config, len(task.train_data.client_ids))
-        trainer_cls = participation.trainer_class(config.algorithm)
+        trainer_cls = trainers.trainer_class(config.algorithm)
         trainer = trainer_cls(config, task)
         experiment = results.Experiment.open(
             config.root_output_dir, config.name(), config.as_dict(),
@@ -50,23 +52,13 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
                 config.personalization_steps, task.scoring)),
             overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
             data=task.data_summary(), defaults=config_lib.defaults())
-        evaluator = personalization.wrap(Evaluator(task, config.seed), task, config,
-                                         experiment.path)
+        evaluator = personalization.wrap(
+            Evaluator(task, config.seed), task, pick(PersonalizationSettings, config),
+            config.client_learning_rate, config.seed, experiment.path)
         final = loop.run(trainer, evaluator, experiment, config.total_rounds,
                          config.rounds_per_eval, config.rounds_per_checkpoint,
                          show_progress=config.progress)
     return experiment.path, final
-
-
-def main(argv: list[str]) -> None:
-    quiet_tf.filter_stderr()
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise to users
-    if len(argv) > 1:
-        print(f"train: error: unexpected arguments {argv[1:]}; flags look like "
-              f"--name=value", file=sys.stderr)
-        sys.exit(errors.exit_code())
-    errors.guarded("train", _train_and_report)
 
 
 def _train_and_report() -> None:
@@ -80,4 +72,4 @@ def _train_and_report() -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.flags_parser("train"))
+    binary.run("train", _train_and_report)

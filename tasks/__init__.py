@@ -1,3 +1,5 @@
 """Federated tasks: client data loading, preprocessing and models."""
 
-from experiments import quiet_tf as _quiet_tf  # noqa: F401  (must run before TF loads)
+from experiments.core import (
+    stderr_filter as _stderr_filter,  # noqa: F401  (must run before TF loads)
+)

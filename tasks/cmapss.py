@@ -33,7 +33,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
+from experiments.core.paths import SHARED_DATA_DIR
 from tasks.scoring import RegressionScoring
 from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task, TaskConfig
@@ -48,8 +49,7 @@ SUBSETS = ("FD001", "FD002", "FD003", "FD004")
 HIDDEN_UNITS = 48
 MODELS = ("mlp48",)
 # Without --data_dir: the project's shared data folder beside the checkout, if present.
-SHARED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "..", "shared", "data", "cmapss")
+SHARED_DIR = os.path.join(SHARED_DATA_DIR, "cmapss")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,19 +3,18 @@ naive model; a short federated run on the real data beats the naive model."""
 
 from __future__ import annotations
 
-import dataclasses
 import lzma
 import os
 
 import numpy as np
 import pytest
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
+from experiments.core.paths import SHARED_DATA_DIR
 from tasks import cmapss
 from tasks.task import TaskConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL = os.path.join(ROOT, "..", "shared", "data", "cmapss")
+REAL = os.path.join(SHARED_DATA_DIR, "cmapss")
 
 
 def _rows(unit: int, cycles: int, rng: np.random.Generator) -> list[str]:
@@ -131,19 +130,3 @@ def test_real_data_has_the_prototype_engine_and_row_counts() -> None:
     assert np.median([e.life for e in engines]) == 181.5
 
 
-@pytest.mark.slow
-def test_short_federated_run_beats_the_naive_model(tmp_path) -> None:
-    if not os.path.isdir(REAL):
-        pytest.skip(f"real data not found: {REAL}")
-    from experiments import train
-    from experiments.config import ExperimentConfig
-
-    config = ExperimentConfig(
-        task="cmapss_rul", data_dir=REAL, clients_per_round=40, client_batch_size=32,
-        client_learning_rate=0.01, total_rounds=10, rounds_per_eval=10,
-        root_output_dir=str(tmp_path), progress=False)
-    _, final = train.train(config)
-    assert final["test_rmse"] < 0.9 * final["naive_rmse"]
-    local = dataclasses.replace(config, algorithm="local", experiment_name="local")
-    _, alone = train.train(local)
-    assert alone["test_rmse"] > final["test_rmse"]

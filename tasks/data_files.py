@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 
 _URL_ROOT = "https://storage.googleapis.com/tff-datasets-public/"
 
@@ -38,6 +38,7 @@ def ensure_file(data_dir: str | None, filename: str) -> str:
     if os.path.isfile(path):
         _check_sqlite(path)
         return path
+    # Here: TFF (and TensorFlow) load only when a file must be downloaded.
     from tensorflow_federated.python.simulation.datasets import download
 
     try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import data_files
 
 FILENAME = "emnist_all.sqlite"

@@ -13,7 +13,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import data_files, emnist_models, sql_client_data
 from tasks.task import Task, TaskConfig
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import data_files, emnist, sql_client_data
 from tasks.scoring import ReconstructionScoring
 from tasks.task import Task, TaskConfig

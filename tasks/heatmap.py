@@ -31,7 +31,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task, TaskConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import (
     cmapss,
     emnist,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import data_files, sql_client_data
 from tasks.scoring import SequenceScoring
 from tasks.task import Task, TaskConfig

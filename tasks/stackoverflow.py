@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import data_files, sql_client_data, stackoverflow_vocab
 from tasks.sql_client_data import InMemoryClientData, Preparer
 

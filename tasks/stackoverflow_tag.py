@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import MultiLabelScoring
 from tasks.task import Task, TaskConfig

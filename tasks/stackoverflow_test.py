@@ -21,8 +21,7 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import (
     word_prediction_preprocessing,
 )
 
-from experiments import config as config_lib
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import (
     registry,
     stackoverflow,
@@ -187,21 +186,6 @@ def test_task_errors_are_one_line(fixture_dir):
                                                       eval_split="validation"))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(task="stackoverflow_word", vocab_size=0), "--vocab_size=0 must be a positive"),
-    (dict(task="stackoverflow_tag", tag_vocab_size=-1), "--tag_vocab_size=-1 must be"),
-    (dict(task="stackoverflow_word", sequence_length=-2), "--sequence_length=-2 must be"),
-    (dict(task="emnist_character", vocab_size=50), "--vocab_size only applies to"),
-    (dict(task="stackoverflow_word", tag_vocab_size=50), "--tag_vocab_size only applies"),
-    (dict(task="stackoverflow_tag", sequence_length=5), "--sequence_length only applies"),
-    (dict(task="shakespeare_character", eval_split="heldout"), "--eval_split only applies"),
-])
-def test_bad_flag_values_are_one_line_usage_errors(overrides, message):
-    with pytest.raises(UsageError) as info:
-        config_lib.validate(config_lib.ExperimentConfig(**overrides))
-    assert message in str(info.value) and "\n" not in str(info.value)
-
-
 def test_missing_data_file_offline_is_one_line(monkeypatch, tmp_path):
     from tensorflow_federated.python.simulation.datasets import download
 
@@ -216,34 +200,3 @@ def test_missing_data_file_offline_is_one_line(monkeypatch, tmp_path):
     assert "\n" not in message
 
 
-def _se_config(stackexchange_dir: str, out: str, **settings) -> config_lib.ExperimentConfig:
-    config = config_lib.ExperimentConfig(
-        data_dir=stackexchange_dir, clients_per_round=10, max_elements_per_client=1000,
-        root_output_dir=out, progress=False, **settings)
-    config_lib.validate(config)
-    return config
-
-
-@pytest.mark.slow
-def test_se_next_word_short_run_beats_most_frequent_word(stackexchange_dir, tmp_path):
-    from experiments import train
-
-    _, final = train.train(_se_config(
-        stackexchange_dir, str(tmp_path), task="stackoverflow_word", model="lstm_small",
-        client_batch_size=16, client_learning_rate=1.0, client_epochs_per_round=2,
-        total_rounds=50, rounds_per_eval=50))
-    assert 0.02 < final["naive_accuracy"] < 0.1
-    assert final["test_accuracy"] > final["naive_accuracy"]
-
-
-@pytest.mark.slow
-def test_se_tags_short_run_learns(stackexchange_dir, tmp_path):
-    # Measured (README "Tasks"): AUC ~0.80 after 40 rounds, recall@5 level with the
-    # tag-frequency ranking (0.200) but not above it yet on SE-Bioinformatics.
-    from experiments import train
-
-    _, final = train.train(_se_config(
-        stackexchange_dir, str(tmp_path), task="stackoverflow_tag", client_batch_size=100,
-        client_learning_rate=10.0, total_rounds=40, rounds_per_eval=40))
-    assert final["test_auc"] > 0.75
-    assert final["test_recall_at_5"] >= 0.9 * final["naive_recall_at_5"]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 from collections import Counter, defaultdict
 
-from absl import app, flags
+from absl import flags
 
-from experiments import errors
-from experiments.errors import UsageError
+from experiments.core import binary
+from experiments.core.errors import UsageError
+from experiments.core.results import atomic_write
 from tasks import data_files
 
 DATA_FILE = "stackoverflow.sqlite"
@@ -90,7 +90,7 @@ def _feature(example, name: str) -> str:
 
 def count(path: str) -> tuple[dict[str, int], dict[str, int]]:
     """(word counts, tag counts) of the train split: distinct users per word / tag."""
-    import tensorflow as tf
+    import tensorflow as tf  # here: reading the count files needs no TensorFlow
 
     words: dict[str, set[str]] = defaultdict(set)
     tags: dict[str, set[str]] = defaultdict(set)
@@ -112,8 +112,6 @@ def count(path: str) -> tuple[dict[str, int], dict[str, int]]:
 
 def write(data_dir: str | None, overwrite: bool = False) -> tuple[str, str]:
     """Builds both files next to `stackoverflow.sqlite`; returns their paths."""
-    from experiments.results import atomic_write
-
     folder = data_files.cache_dir(data_dir)
     targets = (os.path.join(folder, WORD_COUNT_FILE), os.path.join(folder, TAG_COUNT_FILE))
     existing = [p for p in targets if os.path.exists(p)]
@@ -129,16 +127,9 @@ def write(data_dir: str | None, overwrite: bool = False) -> tuple[str, str]:
     return targets
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        print(f"vocab: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(errors.exit_code())
-
-    def run() -> None:
-        for path in write(flags.FLAGS.data_dir or None, flags.FLAGS.overwrite):
-            print(f"wrote {path}")
-
-    errors.guarded("vocab", run)
+def _vocab() -> None:
+    for path in write(flags.FLAGS.data_dir or None, flags.FLAGS.overwrite):
+        print(f"wrote {path}")
 
 
 def define_flags() -> None:
@@ -150,4 +141,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=errors.flags_parser("vocab"))
+    binary.run("vocab", _vocab, tensorflow=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.errors import UsageError
+from experiments.core.errors import UsageError
 from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import SequenceScoring
 from tasks.task import Task, TaskConfig

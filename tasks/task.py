@@ -13,41 +13,62 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from experiments.core.settings import setting
 from tasks.scoring import Scoring
 from tasks.sql_client_data import InMemoryClientData
 
 SHUFFLE_BUFFER = 10_000
+# Text tasks' splits (tasks.stackoverflow_word / _tag have test and heldout).
+EVAL_SPLITS = ("test", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    """Task-level settings shared by all tasks (the data side of the flags)."""
+    """Task-level settings shared by all tasks (the data side of the flags).
 
-    data_dir: str | None = None
-    model: str = ""  # "": the task's default model
-    only_digits: bool = False
-    client_epochs_per_round: int = 1
-    client_batch_size: int = 20
-    max_elements_per_client: int | None = None
-    eval_batch_size: int = 500
-    # Text tasks (tasks.stackoverflow_word / _tag, tasks.shakespeare).
-    vocab_size: int = 10_000
-    tag_vocab_size: int = 500
-    sequence_length: int = 0  # 0: the task's default
-    eval_split: str = "test"  # or "heldout" (stackoverflow)
+    Declared once here: the binaries' flags of the same names are generated
+    from these fields (`experiments.config`), and a task-specific setting
+    (`cmapss_*`, `heatmap_*`, the text tasks' vocabulary) is refused with
+    any other task.
+    """
+
+    data_dir: str = setting(
+        "", "Folder with TFF's dataset files (default: $TFF_DATA_DIR, else ~/.tff).")
+    model: str = setting("", "Model architecture, one of the task's (empty: the task's "
+                         "default; emnist_character: cnn_dropout, cnn, 2nn, logistic).")
+    only_digits: bool = setting(False, "EMNIST: 10 digit classes instead of 62.")
+    client_epochs_per_round: int = setting(1, "Local epochs per round on each client.")
+    client_batch_size: int = setting(20, "Client minibatch size.")
+    max_elements_per_client: int = setting(
+        0, "Use at most this many examples per client (0: all).")
+    eval_batch_size: int = setting(500, "Batch size for evaluation passes.")
+    # Text tasks (tasks.stackoverflow_word / _tag, tasks.shakespeare); docs/tasks.md.
+    vocab_size: int = setting(10_000, "stackoverflow_word / stackoverflow_tag: the most "
+                              "frequent words kept (others are out-of-vocabulary).")
+    tag_vocab_size: int = setting(500, "stackoverflow_tag: the most frequent tags predicted.")
+    sequence_length: int = setting(0, "Tokens per sequence (0: the task's default, "
+                                   "stackoverflow_word 20, shakespeare_character 80).")
+    eval_split: str = setting("test", "Split scored on eval rounds: test (final numbers) or "
+                              "heldout (validation; stackoverflow tasks).", EVAL_SPLITS)
     # C-MAPSS turbofan RUL (tasks.cmapss) and the heat-map explorable (tasks.heatmap).
-    cmapss_subsets: str = "FD001,FD003"
-    cmapss_clients: int = 80
-    cmapss_engines_per_client: int = 4
-    cmapss_split_seed: int = 0
-    heatmap_grid: int = 12
-    heatmap_users: int = 24
-    heatmap_readings: int = 8
-    heatmap_spread: float = 1.5
-    heatmap_outliers: int = 0
-    heatmap_outlier_readings: int = 0
-    heatmap_location_noise: float = 0.0
-    heatmap_map_seed: int = 0
+    cmapss_subsets: str = setting("FD001,FD003", "cmapss_rul: NASA sub-datasets whose train "
+                                  "and test engines are used, comma-separated (FD001..FD004).")
+    cmapss_clients: int = setting(80, "cmapss_rul: training clients (factories).")
+    cmapss_engines_per_client: int = setting(4, "cmapss_rul: engines per training client; "
+                                             "the other engines are held out for testing.")
+    cmapss_split_seed: int = setting(0, "cmapss_rul: seed of the engines' partition.")
+    heatmap_grid: int = setting(12, "heatmap: the map is a grid of this many cells per side.")
+    heatmap_users: int = setting(24, "heatmap: honest users (training clients).")
+    heatmap_readings: int = setting(8, "heatmap: readings each user reports.")
+    heatmap_spread: float = setting(1.5, "heatmap: std (cells) of a user's readings around "
+                                    "home.")
+    heatmap_outliers: int = setting(0, "heatmap: extra users with a broken thermometer "
+                                    "(every reading cold).")
+    heatmap_outlier_readings: int = setting(0, "heatmap: readings of each outlier (0: "
+                                            "--heatmap_readings).")
+    heatmap_location_noise: float = setting(0.0, "heatmap: privacy slider, std (cells) of "
+                                            "the Gaussian noise on each reported location.")
+    heatmap_map_seed: int = setting(0, "heatmap: seed of the true map and of the users.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""The model-update aggregator chain (robust -> DP -> compression -> secure sum).
+
+Each mechanism is one factory (in this package or `experiments.privacy`) plus
+its settings group. With none selected, TFF's default (a plain, possibly
+weighted, mean) is used. DP mechanisms (`--dp`) sit on the unweighted mean,
+as user-level DP needs: with example weighting one client's influence would
+not be bounded by the clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import tensorflow_federated as tff
+
+from experiments.aggregators import compression, robust
+from experiments.aggregators.settings import AggregatorSettings, CompressionSettings
+from experiments.core.errors import UsageError
+from experiments.core.settings import pick
+from experiments.privacy.local_dp import LocalGaussianFactory
+from experiments.privacy.settings import DpSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSettings:
+    """What the aggregator chain needs to know of a run."""
+
+    dp: DpSettings
+    compression: CompressionSettings
+    aggregator: AggregatorSettings
+    weighted: bool  # example-weighted mean (FedAvg) rather than unweighted
+    clients_per_round: int  # the expected cohort, by which TFF's DP factories normalise
+    seed: int  # seeds the clients' compression randomness
+
+    @classmethod
+    def of(cls, config: Any) -> ChainSettings:
+        """The chain's settings from a run's flags (an ExperimentConfig)."""
+        return cls(pick(DpSettings, config), pick(CompressionSettings, config),
+                   pick(AggregatorSettings, config),
+                   weighted=config.algorithm != "fedavg_unweighted",
+                   clients_per_round=config.clients_per_round, seed=config.seed)
+
+
+def _adaptive(dp: DpSettings, clients_per_round: int):
+    try:
+        return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+            noise_multiplier=float(dp.noise_multiplier),
+            clients_per_round=clients_per_round,
+            initial_l2_norm_clip=float(dp.initial_clip),
+            target_unclipped_quantile=float(dp.target_unclipped_quantile),
+            learning_rate=float(dp.adaptive_clip_learning_rate),
+            clipped_count_stddev=float(dp.clipped_count_stddev) or None)
+    except ValueError:
+        stddev = dp.clipped_count_stddev or 0.05 * clients_per_round
+        raise UsageError(
+            f"--dp=adaptive: --noise_multiplier={dp.noise_multiplier} must be below "
+            f"2 x the clipped-count noise ({2 * stddev:g} with "
+            f"--clients_per_round={clients_per_round}); raise "
+            f"--clipped_count_stddev (default 0.05 x clients per round) or "
+            f"--clients_per_round, or lower --noise_multiplier") from None
+
+
+def _compressed(settings: ChainSettings):
+    """Compressed mean (experiments.aggregators.compression), after local DP noise if --dp=local.
+
+    Weighted algorithms weight each update before it is encoded (TFF's
+    MeanFactory); the weight itself travels as one float32.
+    """
+    weighted, c, dp = settings.weighted, settings.compression, settings.dp
+    if c.compression == "tff":
+        reference = tff.learning.compression_aggregator(
+            zeroing=False, clipping=False, weighted=weighted)
+        mean = reference
+    else:
+        method = compression.Method(c.compression, bits=c.quantization_bits,
+                                    keep_fraction=c.keep_fraction, rank=c.rank)
+        summed = compression.CompressedSumFactory(method, settings.seed)
+        mean = (tff.aggregators.MeanFactory(value_sum_factory=summed) if weighted
+                else tff.aggregators.UnweightedMeanFactory(value_sum_factory=summed))
+    if dp.dp == "local":
+        return LocalGaussianFactory(float(dp.clip), float(dp.noise_multiplier), inner=mean)
+    return mean
+
+
+def build(settings: ChainSettings, weight_specs=None):
+    """The aggregation factory for the settings, or None for TFF's default mean.
+
+    `weight_specs` (TensorSpecs of the trainable weights) is needed by `tree`.
+    """
+    dp, factories = settings.dp, tff.aggregators.DifferentiallyPrivateFactory
+    z, clip = float(dp.noise_multiplier), float(dp.clip)  # TFF wants floats
+    k = settings.clients_per_round
+    if settings.compression.compression != "none":
+        return _compressed(settings)
+    if settings.aggregator.aggregator != "mean":  # robust or secure (robust.py)
+        return robust.factory(settings.aggregator, settings.weighted)
+    if dp.dp == "none":
+        return None
+    if dp.dp == "fixed":
+        return factories.gaussian_fixed(noise_multiplier=z, clients_per_round=k, clip=clip)
+    if dp.dp == "adaptive":
+        return _adaptive(dp, k)
+    if dp.dp == "tree":
+        return factories.tree_aggregation(noise_multiplier=z, clients_per_round=k,
+                                          l2_norm_clip=clip, record_specs=weight_specs)
+    if dp.dp == "local":
+        return LocalGaussianFactory(clip, z)
+    raise ValueError(f"unknown --dp={dp.dp}")

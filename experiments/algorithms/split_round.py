@@ -1,0 +1,126 @@
+"""A federated round in three TFF calls, so Python can act on each client's update.
+
+TFF runs a learning process's round as one computation: client work, model
+aggregation and the server update happen inside it, and no Python sees a
+single client's update. Two features need exactly that:
+
+- `--aggregator=secure_sum`: each update is quantised to integers and summed
+  by the simulated Bonawitz et al. protocol (experiments.aggregators.secure_sum),
+  with dropouts after masking and the round's cost;
+- `--outlier_kind=scaled_random`: outlier clients replace their update.
+
+`SplitProcess` therefore runs the same three pieces the composed FedAvg
+process is built from (`experiments.algorithms.builder.fedavg_parts`: the client work,
+the configured model aggregator, the apply-optimizer finalizer) as separate
+calls and keeps the composed process's state layout, so checkpoints, weights
+and metrics are those of `experiments.algorithms.builder.build` (a test checks the rounds
+agree). Everything else (initialize, get/set weights) is the composed
+process's, composed from the same parts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_federated as tff
+
+from experiments.aggregators import secure_sum as secagg
+from experiments.algorithms import builder
+from experiments.config import ExperimentConfig
+from experiments.simulation.outliers import Outliers
+from tasks.task import Task
+
+_STREAM = 0x5EC
+
+
+class SplitProcess:
+    """FedAvg (weighted or not) with a Python step between client work and aggregation."""
+
+    def __init__(self, parts: builder.FedAvgParts, config: ExperimentConfig,
+                 outliers: Outliers):
+        self._composed = builder.compose(parts)
+        self._config = config
+        self._outliers = outliers
+        self._client_work, self._aggregator = parts.client_work, parts.aggregator
+        self._finalizer = parts.finalizer
+
+    # The composed process's own entry points.
+    def initialize(self):
+        return self._composed.initialize()
+
+    def get_model_weights(self, state):
+        return self._composed.get_model_weights(state)
+
+    def set_model_weights(self, state, weights):
+        return self._composed.set_model_weights(state, weights)
+
+    def next(self, state, datasets: list, clients, round_num: int):
+        """One round over `datasets` of the global client indices `clients`."""
+        if not datasets:  # nothing to split (an empty Poisson round under central DP)
+            return self._composed.next(state, datasets)
+        weights = state.global_model_weights
+        work = self._client_work.next(state.client_work, [weights] * len(datasets), datasets)
+        updates = [list(r.update) for r in work.result]
+        update_weights = [np.float32(r.update_weight) for r in work.result]
+        updates = self._outliers.corrupt_updates(updates, clients, round_num)
+        metrics = {"client_work": work.measurements}
+        if self._config.aggregator == "secure_sum":
+            aggregate, metrics["secagg"] = self._secure_mean(updates, round_num)
+            aggregator_state = state.aggregator
+        else:
+            out = self._aggregator.next(state.aggregator, updates, update_weights)
+            aggregate, aggregator_state = out.result, out.state
+            metrics["aggregator"] = out.measurements
+        final = self._finalizer.next(state.finalizer, weights, aggregate)
+        metrics["finalizer"] = final.measurements
+        new_state = tff.learning.templates.LearningAlgorithmState(
+            global_model_weights=final.result, distributor=state.distributor,
+            client_work=work.state, aggregator=aggregator_state, finalizer=final.state)
+        return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+    def _secure_mean(self, updates: list, round_num: int) -> tuple[list, dict]:
+        """Quantise, run the protocol (with dropouts), decode the survivors' mean."""
+        cfg = self._config
+        n = len(updates)
+        shapes = [np.shape(u) for u in updates[0]]
+        inputs = []
+        for k, update in enumerate(updates):
+            flat = np.concatenate([np.ravel(u) for u in update])
+            rng = np.random.default_rng([cfg.seed, _STREAM, round_num, k])
+            inputs.append(secagg.quantise(flat, cfg.secagg_bits, cfg.secagg_range, rng))
+        rng = np.random.default_rng([cfg.seed, _STREAM, round_num])
+        dropped = rng.choice(n, size=int(round(cfg.secagg_dropout * n)), replace=False)
+        outcome = secagg.run(inputs, cfg.secagg_bits,
+                             secagg.threshold_count(cfg.secagg_threshold, n),
+                             seed=cfg.seed * 1_000_003 + round_num,
+                             drop_before_input=sorted(int(d) for d in dropped))
+        mean = secagg.dequantise(outcome.total, cfg.secagg_bits, cfg.secagg_range)
+        mean = (mean / len(outcome.included)).astype(np.float32)
+        parts = np.split(mean, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
+        size = mean.size
+        upload = outcome.cost.mean_upload_bits()
+        return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)], {
+            "secagg_survivors": len(outcome.included),
+            "secagg_bits_up_per_client": upload,
+            "secagg_extra_bits_up_per_client": upload - secagg.float_upload_bits(size),
+            "secagg_messages": outcome.cost.messages,
+        }
+
+
+def needed(config: ExperimentConfig, outliers: Outliers) -> bool:
+    """Whether the config needs Python between client work and aggregation."""
+    return config.aggregator == "secure_sum" or outliers.update_side
+
+
+def build(config: ExperimentConfig, task: Task, outliers: Outliers):
+    """`experiments.algorithms.builder.build`'s process, or a SplitProcess of the same parts
+    when the config needs Python between client work and aggregation."""
+    if needed(config, outliers):
+        return SplitProcess(builder.fedavg_parts(config, task), config, outliers)
+    return builder.build(config, task)
+
+
+def next_round(learning_process, state, datasets: list, clients, round_num: int):
+    """`learning_process.next`, passing clients and round to a SplitProcess."""
+    if isinstance(learning_process, SplitProcess):
+        return learning_process.next(state, datasets, clients, round_num)
+    return learning_process.next(state, datasets)

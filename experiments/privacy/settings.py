@@ -1,0 +1,39 @@
+"""The privacy flags: the DP mechanism of the aggregate, and the memorisation canaries."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.core.settings import setting
+
+DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local")
+
+
+@dataclasses.dataclass(frozen=True)
+class DpSettings:
+    """User-level differential privacy (on --algorithm=fedavg_unweighted)."""
+
+    dp: str = setting("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
+                      "clip (Andrew et al. 2021), tree (DP-FTRL), local.", DP_MECHANISMS)
+    noise_multiplier: float = setting(0.0, "Gaussian noise std as a multiple of the clip.")
+    clip: float = setting(1.0, "L2 clip of each client update (fixed, tree, local).")
+    initial_clip: float = setting(0.1, "Adaptive clipping: initial clip.")
+    target_unclipped_quantile: float = setting(0.5, "Adaptive clipping: target quantile.")
+    adaptive_clip_learning_rate: float = setting(0.2, "Adaptive clipping: learning rate.")
+    clipped_count_stddev: float = setting(
+        0.0, "Adaptive clipping: noise on the clipped count (0: 0.05 * clients_per_round).")
+    delta: float = setting(0.0, "DP delta (0: 1 / population^1.1).")
+    target_epsilon: float = setting(
+        0.0, "If > 0, use the smallest --noise_multiplier reaching this epsilon "
+        "after --total_rounds.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CanarySettings:
+    """The memorisation audit's canaries (experiments.privacy.canaries)."""
+
+    canaries: int = setting(
+        0, "Memorisation audit: this many canaries (EMNIST: an image copied with a random "
+        "wrong label; text tasks: 'my secret number is' and random digits), each inserted "
+        "into one seeded training client, plus as many never-inserted controls.")
+    canary_repeats: int = setting(10, "Copies of each canary in its client's training data.")

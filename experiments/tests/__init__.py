@@ -1,0 +1,1 @@
+"""Tests of the binaries as a user runs them (subprocesses, exit codes, one-line errors)."""
