@@ -100,6 +100,16 @@ def prg(seed: int, size: int, m: int) -> np.ndarray:
     return words & np.uint64((1 << m) - 1) if m < 64 else words
 
 
+def self_mask(seed: int, size: int, m: int) -> np.ndarray:
+    """PRG(b_u): the client's own mask, removed once t survivors reveal b_u's shares."""
+    return prg(seed, size, m)
+
+
+def pair_mask(secret: int, size: int, m: int) -> np.ndarray:
+    """PRG(s_uv): the mask u and v add with opposite signs, so it cancels in the sum."""
+    return prg(secret, size, m)
+
+
 def _kdf(shared: int) -> int:
     """A 128-bit PRG seed from a DH shared secret."""
     return int.from_bytes(hashlib.sha256(shared.to_bytes(16, "big")).digest()[:16], "big")
@@ -158,15 +168,32 @@ class Cost:
 
 
 @dataclasses.dataclass
+class ServerView:
+    """Everything the (honest-but-curious) server receives in one round.
+
+    Shares between clients travel encrypted through the server in the
+    protocol, so only the shares revealed in the unmasking round are here.
+    """
+
+    public_keys: dict[int, int]
+    masked: dict[int, np.ndarray]  # y_u mod 2^m, including inputs that came late
+    self_seed_shares: dict[int, list[tuple[int, int]]]  # b_u's, for inputs in the sum
+    secret_key_shares: dict[int, list[tuple[int, int]]]  # sk_v's, for dropped clients
+    modulus_bits: int
+    size: int
+
+
+@dataclasses.dataclass
 class Outcome:
     """The decoded sum, who it covers, what the server saw and what it cost."""
 
     total: np.ndarray  # sum of x_u (signed int64) over `included`
     included: list[int]  # clients whose input is in the sum
-    masked: dict[int, np.ndarray]  # what the server received, y_u mod 2^m
+    masked: dict[int, np.ndarray]  # what the server received in time, y_u mod 2^m
     threshold: int
     modulus_bits: int
     cost: Cost
+    view: ServerView
 
 
 class _Client:
@@ -181,11 +208,11 @@ class _Client:
 
     def masked_input(self, x: np.ndarray, public_keys: dict[int, int], m: int) -> np.ndarray:
         """y_u = x_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv) mod 2^m."""
-        y = to_ring(x, m) + prg(self.self_seed, x.size, m)
+        y = to_ring(x, m) + self_mask(self.self_seed, x.size, m)
         for v, pk in public_keys.items():
             if v == self.index:
                 continue
-            mask = prg(agree(self.secret_key, pk), x.size, m)
+            mask = pair_mask(agree(self.secret_key, pk), x.size, m)
             if v > self.index:
                 y += mask
             else:
@@ -194,15 +221,18 @@ class _Client:
 
 
 def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
-        drop_before_input: Sequence[int] = (), drop_before_unmask: Sequence[int] = ()
-        ) -> Outcome:
+        drop_before_input: Sequence[int] = (), drop_before_unmask: Sequence[int] = (),
+        arrive_late: Sequence[int] = ()) -> Outcome:
     """One round of the protocol over n clients' signed integer vectors.
 
     `inputs[u]` are client u's quantised values (each in b bits, signed).
     Clients in `drop_before_input` vanish after the keys were shared (their
     input is lost, their pairwise masks are recovered); those in
     `drop_before_unmask` send their masked input and then vanish (their input
-    counts, they just do not help unmask). Raises SecureAggregationError when
+    counts, they just do not help unmask). Clients in `arrive_late` send their
+    masked input after the server closed that round: they are treated as dropped
+    (their pairwise masks are recovered) and their input is not in the sum, but
+    the server holds it (`Outcome.view`). Raises SecureAggregationError when
     fewer than `threshold` clients remain for a round.
     """
     n, size = len(inputs), int(np.size(inputs[0])) if len(inputs) else 0
@@ -234,8 +264,10 @@ def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
                 down[v] += 2 * FIELD_BITS
     cost.messages += 2 * n
 
-    # Round 2, MaskedInputCollection.
-    sent = [u for u in range(n) if u not in set(drop_before_input)]
+    # Round 2, MaskedInputCollection. A late client's input arrives after the
+    # server closed the round: it counts as dropped, but the server keeps what came.
+    missing = set(drop_before_input) | set(arrive_late)
+    sent = [u for u in range(n) if u not in missing]
     _need(len(sent), threshold, "sent their masked input")
     masked = {}
     for u in sent:
@@ -244,6 +276,10 @@ def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
         up[u] += m * size
         down[u] += 32 * len(sent)  # the list of clients that made it
     cost.messages += 2 * len(sent)
+    view = ServerView(public_keys, dict(masked), {}, {}, m, size)
+    for u in arrive_late:
+        view.masked[u] = clients[u].masked_input(np.asarray(inputs[u], np.int64).ravel(),
+                                                 public_keys, m)
 
     # Round 3, Unmasking: survivors reveal b-shares of senders, sk-shares of the dropped.
     dropped = [u for u in range(n) if u not in set(sent)]
@@ -253,15 +289,20 @@ def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
         up[u] += FIELD_BITS * (n - 1)
     cost.messages += len(survivors)
     helpers = survivors[:threshold]
+    # Each helper reveals, for every other client, one share: of b_u if u's masked
+    # input arrived in time, of u's DH secret key if it did not. Never both.
+    view.self_seed_shares = {u: [clients[h].held[u][1] for h in helpers] for u in sent}
+    view.secret_key_shares = {v: [clients[h].held[v][0] for h in helpers]
+                              for v in dropped}
     total = np.zeros(size, np.uint64)
     for u in sent:
         total += masked[u]
-        b_u = shamir_reconstruct([clients[h].held[u][1] for h in helpers])
-        total -= prg(b_u, size, m)
+        b_u = shamir_reconstruct(view.self_seed_shares[u])
+        total -= self_mask(b_u, size, m)
     for v in dropped:
-        sk_v = shamir_reconstruct([clients[h].held[v][0] for h in helpers])
+        sk_v = shamir_reconstruct(view.secret_key_shares[v])
         for u in sent:  # u added +PRG(s_uv) if v > u, else -PRG(s_uv)
-            mask = prg(agree(sk_v, public_keys[u]), size, m)
+            mask = pair_mask(agree(sk_v, public_keys[u]), size, m)
             if v > u:
                 total -= mask
             else:
@@ -271,7 +312,7 @@ def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
     cost.upload_bits = [up[u] for u in range(n)]
     cost.download_bits = [down[u] for u in range(n)]
     return Outcome(total=from_ring(total, m), included=sent, masked=masked,
-                   threshold=threshold, modulus_bits=m, cost=cost)
+                   threshold=threshold, modulus_bits=m, cost=cost, view=view)
 
 
 def _need(count: int, threshold: int, stage: str) -> None:
