@@ -18,11 +18,12 @@ from experiments.training import loop
 def experiment(root: str, name: str, settings: dict, accuracies: Sequence[float],
                epsilon: float = float("nan"), bytes_up: int = 4, clients: int = 5,
                examples: int = 10, population: int = 100, complete: bool = True,
-               bits_up: float | None = None) -> str:
+               bits_up: float | None = None, columns: dict | None = None) -> str:
     """One run: an eval after every round with the given test accuracies; its folder.
 
     `bits_up` also writes the exact upload columns compression writes (factor
-    against a float32 upload of `bytes_up` bytes).
+    against a float32 upload of `bytes_up` bytes); `columns`, more values written
+    in every round (e.g. the accounted delta, cohort and population of DP runs).
     """
     config = config_lib.ExperimentConfig(experiment_name=name, **settings).as_dict()
     data = {"train_clients": population, "train_examples": 1000 * population}
@@ -30,7 +31,7 @@ def experiment(root: str, name: str, settings: dict, accuracies: Sequence[float]
     exact = ({} if bits_up is None else
              {"bits_up_per_client": bits_up, "compression_factor": 8 * bytes_up / bits_up})
     for r, accuracy in enumerate(accuracies, start=1):
-        experiment.append({**exact,
+        experiment.append({**exact, **(columns or {}),
             "round": r, "train_loss": 2.0 / r, "train_accuracy": accuracy,
             "train_examples": examples, "clients": clients, "bytes_down_per_client": 8,
             "bytes_up_per_client": bytes_up, "round_seconds": 1.0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import textwrap
 
 import matplotlib
 
@@ -99,13 +100,22 @@ def _errors(frame: pd.DataFrame) -> np.ndarray | None:
 
 
 def tradeoff(sweep: pd.DataFrame, x: str, y: str, path: str, along: str | None = None,
-             title: str = "", logx: bool = False, logy: bool = False) -> Plot:
-    """One line per configuration family: y against x with 95% error bars."""
+             title: str = "", logx: bool = False, logy: bool = False,
+             references: dict[str, float] | None = None) -> Plot:
+    """One line per configuration family: y against x with 95% error bars.
+
+    `references` (label -> y, e.g. the non-DP result and the naive baseline) are
+    drawn as horizontal dashed lines, so every point is read against them.
+    """
     series = tradeoff_series(sweep, x, y, along)
     fig, ax = plt.subplots(figsize=_SIZE)
     for label, frame in series.items():
         ax.errorbar(frame["x"], frame["y"], yerr=_errors(frame), marker="o", capsize=3,
                     label=label)
+    for (label, value), style in zip((references or {}).items(), ("--", ":", "-."),
+                                     strict=False):
+        if math.isfinite(value):
+            ax.axhline(value, color="grey", linestyle=style, label=f"{label} ({value:.3g})")
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -113,10 +123,10 @@ def tradeoff(sweep: pd.DataFrame, x: str, y: str, path: str, along: str | None =
     ax.set_xlabel(label_of(x))
     ax.set_ylabel(label_of(y))
     title = title or f"{label_of(y)} vs {label_of(x)}"
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=10)
     ax.grid(True, alpha=0.3, which="both")
-    if series and list(series) != ["all"]:
-        ax.legend(fontsize=8)
+    if (series and list(series) != ["all"]) or references:
+        ax.legend(fontsize=7)
     if not series:
         ax.text(0.5, 0.5, "no finite points", transform=ax.transAxes, ha="center")
     _save(fig, path)

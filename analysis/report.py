@@ -65,7 +65,8 @@ def load(folder: str) -> pd.DataFrame:
 
 def summary_table(sweep: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per configuration: settings, seeds, epsilon, metric mean and interval."""
-    columns = [metric, f"best_{metric}", "epsilon_rdp", "epsilon_pld",
+    columns = [metric, f"best_{metric}", "epsilon_rdp", "epsilon_pld", "dp_delta",
+               "accounted_population", "accounted_cohort",
                "upload_bits_per_client", "wall_seconds", "rounds"]
     present = [c for c in columns if c in sweep]
     table = runs.aggregate_seeds(sweep, present)
@@ -78,13 +79,16 @@ def summary_table(sweep: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
     keys = runs.varied_keys(sweep)
     headers = [k.removeprefix("hp_") for k in keys] + [
-        "seeds", "epsilon (RDP)", f"{metric} (mean [95% CI])", f"best {metric}",
+        "seeds", "epsilon (RDP)", "delta", "accounted cohort / population",
+        f"{metric} (mean [95% CI])", f"best {metric}",
         "upload bits/client/round", "wall s", "rounds"]
     rows = []
     for _, row in table.iterrows():
         cells = [render.setting(row[k]) for k in keys]
         cells += [str(int(row["seeds"])),
                   render.number(row.get("epsilon_rdp_mean", math.nan), 2),
+                  _delta_text(row.get("dp_delta_mean", math.nan)),
+                  _accounted_text(row),
                   render.interval(row[f"{metric}_mean"], row[f"{metric}_ci95_low"],
                                   row[f"{metric}_ci95_high"]),
                   render.number(row.get(f"best_{metric}_mean", math.nan)),
@@ -92,8 +96,21 @@ def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
                   render.number(row.get("wall_seconds_mean", math.nan), 0),
                   render.number(row.get("rounds_mean", math.nan), 0)]
         rows.append(cells)
-    right = [False] * len(keys) + [True] * 7
+    right = [False] * len(keys) + [True] * 9
     return render.markdown(headers, rows, right)
+
+
+def _delta_text(delta: float) -> str:
+    return "-" if not delta == delta else f"{delta:.2g}"  # NaN: no DP
+
+
+def _accounted_text(row: pd.Series) -> str:
+    """`1,000 / 1,000,000`: the cohort and population the epsilon is of (- without DP)."""
+    cohort = row.get("accounted_cohort_mean", math.nan)
+    population = row.get("accounted_population_mean", math.nan)
+    if not (cohort == cohort and population == population):
+        return "-"
+    return f"{int(cohort):,} / {int(population):,}"
 
 
 def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
@@ -165,6 +182,15 @@ def make_plots(sweep: pd.DataFrame, folder: str, metric: str) -> list[plots.Plot
     return made
 
 
+def _simulated_note(sweep: pd.DataFrame) -> str:
+    """Where epsilon is a simulated deployment's, say so (it is not the trained one's)."""
+    simulated = sweep.get("hp_simulated_population")
+    if simulated is None or not (simulated.fillna(0) > 0).any():
+        return ""
+    return (" (where that population is larger than the one trained on, epsilon is that "
+            "of the simulated deployment: --simulated_population, --noise_cohort_size)")
+
+
 def _data_line(sweep: pd.DataFrame) -> str:
     parts = []
     if "hp_task" in sweep:
@@ -195,7 +221,8 @@ def write(folder: str, metric: str = "") -> Report:
              f"{_data_line(sweep)}. Settings varied: "
              f"{', '.join(k.removeprefix('hp_') for k in runs.varied_keys(sweep)) or 'none'}."
              f" Final-round `{metric}` (mean over seeds, 95% Student-t interval); epsilon "
-             f"after the last round (RDP).", "",
+             f"after the last round (RDP) at the delta beside it, for rounds sampling the "
+             f"accounted cohort from the accounted population{_simulated_note(sweep)}.", "",
              _table_text(table, sweep, metric), ""]
     lines += communication_text(sweep, metric)
     if unfinished:

@@ -28,7 +28,10 @@ _NOT_SETTINGS = ("hp_seed", "hp_experiment_name", "hp_root_output_dir", "hp_data
 # Substrings of metric names for which smaller is better.
 _LOWER_IS_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity")
 _EVAL_PREFIXES = ("test_", "fed_test_", "naive_")
-_PRIVACY = ("epsilon_rdp", "epsilon_pld")
+# epsilon, and what it is of: delta, and the population and cohort accounted (a
+# simulated deployment's with --simulated_population).
+_PRIVACY = ("epsilon_rdp", "epsilon_pld", "dp_delta", "accounted_population",
+            "accounted_cohort")
 
 
 def lower_is_better(metric: str) -> bool:

@@ -37,7 +37,10 @@ Spec format (YAML):
       - label: naive (majority class)
         match: {algorithm: fedavg}
         metric: naive_accuracy      # a row may read another column (e.g. naive_rmse)
+        across: true                # a reference: one value in every column
 
+Rows that read an epsilon column name what it is of: its delta, and the cohort
+and population accounted (a simulated deployment's where there is one).
 Cells are the mean over seeds with a 95% Student-t interval in brackets (the
 rows' matching complete runs). Published values are copied from the paper as
 given in the spec (same units as the metric).
@@ -55,7 +58,7 @@ import pandas as pd
 import yaml
 from absl import flags
 
-from analysis import render, runs
+from analysis import plots, render, runs
 from experiments import config as config_lib
 from experiments.core import binary
 from experiments.core import results as results_lib
@@ -69,8 +72,9 @@ PAPERS_DIR = os.path.join(REPO_ROOT, "configs", "papers")
 TABLES_DIR = "tables"
 STATISTICS = ("final", "best", "rounds_to_target")
 KEYS = ("title", "source", "note", "requires_flags", "metric", "statistic", "target",
-        "baseline", "digits", "sweeps", "columns", "rows")
-ROW_KEYS = ("label", "match", "published", "metric")
+        "baseline", "digits", "sweeps", "columns", "rows", "plot")
+PLOT_KEYS = ("x", "along", "logx")
+ROW_KEYS = ("label", "match", "published", "metric", "across")
 
 _FLAGS = flags.FLAGS
 # --root_output_dir (results root; tables go to <it>/tables/) and --max_parallel
@@ -88,6 +92,7 @@ class Row:
     match: dict[str, Any]
     published: Any = None
     metric: str = ""
+    across: bool = False  # a reference (e.g. no DP, naive): one value for every column
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Spec:
     column_flag: str = ""
     column_values: tuple = ()
     digits: int = 3
+    plot: dict = dataclasses.field(default_factory=dict)  # {x, along, logx}: metric vs x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +168,7 @@ def parse(raw: Any, name: str, where: str) -> Spec:
         if not isinstance(match, dict):
             raise _fail(where, f"rows[{i}].match: must be a mapping of flag: value")
         rows.append(Row(str(r["label"]), dict(match), r.get("published"),
-                        str(r.get("metric", ""))))
+                        str(r.get("metric", "")), bool(r.get("across", False))))
     labels = [r.label for r in rows]
     baseline = str(raw.get("baseline", ""))
     if baseline and baseline not in labels:
@@ -186,7 +192,15 @@ def parse(raw: Any, name: str, where: str) -> Spec:
                 note=str(raw.get("note", "")), requires_flags=tuple(map(str, required)),
                 column_flag=str(columns.get("flag", "")),
                 column_values=tuple(columns.get("values", ())),
-                digits=int(raw.get("digits", 3)))
+                digits=int(raw.get("digits", 3)), plot=_plot_spec(raw, where))
+
+
+def _plot_spec(raw: dict, where: str) -> dict:
+    plot = raw.get("plot") or {}
+    if plot and (not isinstance(plot, dict) or "x" not in plot
+                 or any(k not in PLOT_KEYS for k in plot)):
+        raise _fail(where, f"plot: must be a mapping with x and only {', '.join(PLOT_KEYS)}")
+    return dict(plot)
 
 
 def load(name: str) -> Spec:
@@ -286,6 +300,21 @@ def _values(spec: Spec, row: Row, selected: pd.DataFrame) -> list[float]:
 
 
 # ----- rendering --------------------------------------------------------------------------
+def _accounted(row: Row, selected: pd.DataFrame) -> str:
+    """For an epsilon row: ` (delta 2.5e-07; 1,000 of 1,000,000)`, what the epsilon is of."""
+    if not row.metric.startswith("epsilon") or selected.empty:
+        return ""
+    parts = []
+    for column, text in (("dp_delta", "delta {:.2g}"),
+                         ("accounted_cohort", "{:,.0f} of"),
+                         ("accounted_population", "{:,.0f}")):
+        found = selected[column].dropna().unique() if column in selected else []
+        if len(found) == 1:
+            parts.append(text.format(found[0]))
+    return f" ({parts[0]}; {' '.join(parts[1:])})" if len(parts) == 3 else ""
+
+
+
 def _published(row: Row, column: Any) -> float | None:
     value = row.published
     if isinstance(value, dict):
@@ -361,11 +390,11 @@ def render_table(spec: Spec, results: pd.DataFrame) -> Table:
             if has_published:
                 headers.append(f"{name} published" if column is not None else "published")
         for row in spec.rows:
-            line = [row.label]
+            line = [row.label + _accounted(row, select(results, row.match))]
             values[row.label] = {}
             for column in columns:
                 match = dict(row.match)
-                if column is not None:
+                if column is not None and not row.across:
                     match[spec.column_flag] = column
                 text, mean = _cell(_values(spec, row, select(results, match)), spec.digits)
                 values[row.label][column] = mean
@@ -403,14 +432,28 @@ def run_missing(spec: Spec, root: str, max_parallel: int) -> int:
 
 def write(spec: Spec, root: str) -> tuple[Table, str, str]:
     """Renders the table from the results under root; writes root/tables/NAME.{md,tex}."""
-    table = render_table(spec, load_results(spec, root))
+    found = load_results(spec, root)
+    table = render_table(spec, found)
     folder = os.path.join(root, TABLES_DIR)
     os.makedirs(folder, exist_ok=True)
     md_path = os.path.join(folder, f"{spec.name}.md")
     tex_path = os.path.join(folder, f"{spec.name}.tex")
     results_lib.atomic_write(md_path, table.markdown.encode())
     results_lib.atomic_write(tex_path, table.latex.encode())
+    if spec.plot and not found.empty:
+        plot_path = os.path.join(folder, f"{spec.name}.png")
+        _plot(spec, found[found["complete"].astype(bool)], table, plot_path)
+        md_path += f", {plot_path}"
     return table, md_path, tex_path
+
+
+def _plot(spec: Spec, found: pd.DataFrame, table: Table, path: str) -> None:
+    """The spec's metric against `plot.x`, the reference rows as horizontal lines."""
+    references = {row.label: next(iter(table.values[row.label].values()))
+                  for row in spec.rows if row.across}
+    plots.tradeoff(found, spec.plot["x"], spec.metric, path, along=spec.plot.get("along"),
+                   title=spec.title, logx=bool(spec.plot.get("logx", False)),
+                   references=references)
 
 
 def _table(args: list[str]) -> None:

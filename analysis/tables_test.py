@@ -92,6 +92,38 @@ def test_columns_split_cells_by_a_flag(tmp_path):
                           ["outliers", "0.600", "-", "0.300", "-"]]
 
 
+def test_references_span_columns_and_epsilon_rows_say_what_they_are_of(tmp_path):
+    folder = str(tmp_path / "deploy")
+    accounted = {"dp_delta": 2.5e-7, "accounted_cohort": 1000,
+                 "accounted_population": 1_000_000}
+    for z, acc, eps in ((0.5, 0.6, 4.0), (1.0, 0.5, 1.0)):
+        fakes.experiment(folder, f"z{z}", {"noise_multiplier": z, "dp": "fixed",
+                                           "algorithm": "fedavg_unweighted"},
+                         [acc], epsilon=eps, columns=accounted)
+    fakes.experiment(folder, "nodp", {"algorithm": "fedavg_unweighted"}, [0.7])
+    spec = tables.parse({"sweeps": [{"name": "deploy"}],
+                         "columns": {"flag": "noise_multiplier", "values": [0.5, 1.0]},
+                         "rows": [{"label": "no DP", "match": {"dp": "none"}, "across": True},
+                                  {"label": "DP", "match": {"dp": "fixed"}},
+                                  {"label": "epsilon", "match": {"dp": "fixed"},
+                                   "metric": "epsilon_rdp"}]}, "deploy", "deploy.yaml")
+    table = tables.render_table(spec, tables.load_results(spec, str(tmp_path)))
+    assert table.rows == [["no DP", "0.700", "0.700"], ["DP", "0.600", "0.500"],
+                          ["epsilon (delta 2.5e-07; 1,000 of 1,000,000)", "4.000", "1.000"]]
+    plotted = tables.parse({**{"sweeps": [{"name": "deploy"}]}, "rows": spec_rows(spec),
+                            "columns": {"flag": "noise_multiplier", "values": [0.5, 1.0]},
+                            "plot": {"x": "epsilon_rdp", "along": "hp_noise_multiplier"}},
+                           "deploy", "deploy.yaml")
+    _, written, _ = tables.write(plotted, str(tmp_path))
+    png = written.split(", ")[-1]
+    assert png.endswith("deploy.png") and os.path.getsize(png) > 0
+
+
+def spec_rows(spec: tables.Spec) -> list[dict]:
+    return [{"label": r.label, "match": r.match, "metric": r.metric or "test_accuracy",
+             "across": r.across} for r in spec.rows]
+
+
 def test_regression_metric_lower_is_better(tmp_path):
     """A C-MAPSS-style table: test_rmse, reached when it falls to the target."""
     from experiments.core import results as results_lib

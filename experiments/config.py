@@ -181,7 +181,8 @@ def validate(config: ExperimentConfig) -> None:
 
 def _validate_dp(config: ExperimentConfig) -> None:
     if config.dp == "none":
-        for name in ("noise_multiplier", "target_epsilon"):
+        for name in ("noise_multiplier", "target_epsilon", "noise_cohort_size",
+                     "simulated_population"):
             _require(getattr(config, name) == 0,
                      f"--{name} needs a DP mechanism: set --dp=fixed|adaptive|tree|local")
         _require(config.client_sampling != "cyclic",
@@ -205,6 +206,28 @@ def _validate_dp(config: ExperimentConfig) -> None:
     _require((config.dp == "tree") == (config.client_sampling == "cyclic"),
              "--dp=tree needs --client_sampling=cyclic (each client at most once per "
              "pass, as tree accounting assumes), and cyclic goes with tree only")
+    _validate_simulated_deployment(config)
+
+
+def _validate_simulated_deployment(config: ExperimentConfig) -> None:
+    """--noise_cohort_size / --simulated_population: what the simulation can stand for."""
+    _each(config, ("noise_cohort_size", "simulated_population"), lambda v: v >= 0,
+          "must be an integer >= 0 (0: off)")
+    if config.noise_cohort_size == 0 and config.simulated_population == 0:
+        return
+    _require(config.simulated_population > 0,
+             "--noise_cohort_size needs --simulated_population (the population its "
+             "cohorts are drawn from, which the accountant assumes)")
+    _require(config.dp != "local",
+             "--simulated_population applies to central DP (--dp=fixed|adaptive|tree); "
+             "local DP noise does not depend on the cohort or the population")
+    cohort = config.noise_cohort_size or config.clients_per_round
+    _require(cohort <= config.simulated_population,
+             f"--noise_cohort_size={cohort} must be at most --simulated_population="
+             f"{config.simulated_population}")
+    _require(config.availability == 1 and config.over_selection == 0,
+             "--simulated_population cannot be combined with --availability or "
+             "--over_selection: their varying cohorts are those of the real population")
 
 
 def _validate_robustness(config: ExperimentConfig) -> None:

@@ -17,6 +17,7 @@ from experiments.core import binary, results, tff_worker
 from experiments.core.settings import pick
 from experiments.privacy import accounting, canaries
 from experiments.privacy.settings import CanarySettings, DpSettings
+from experiments.simulation import participation
 from experiments.training import loop, personalization, trainers
 from experiments.training.evaluation import Evaluator
 from experiments.training.personalization import PersonalizationSettings
@@ -25,9 +26,14 @@ from tasks import registry
 config_lib.define_flags()
 
 
-def _resolve_privacy(config: config_lib.ExperimentConfig, population: int
+def _resolve_privacy(config: config_lib.ExperimentConfig, client_ids: list[str]
                      ) -> config_lib.ExperimentConfig:
-    """Fills in delta and a calibrated noise multiplier, and says what was chosen."""
+    """Fills in delta and a calibrated noise multiplier, and says what was chosen.
+
+    Both are computed on the population the trainer samples from: the training
+    clients less the non-participants (or the simulated deployment's).
+    """
+    population = len(participation.federated_clients(config.non_participants, client_ids))
     dp = accounting.resolve(pick(DpSettings, config), config.clients_per_round,
                             config.client_sampling, population, config.total_rounds)
     resolved = dataclasses.replace(config, delta=dp.delta, noise_multiplier=dp.noise_multiplier)
@@ -43,7 +49,8 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     with tff_worker.session():
         task = registry.get(config.task, config.task_config())
         task = canaries.insert(task, pick(CanarySettings, config), config.seed)  # audit
-        config = _resolve_privacy(config, len(task.train_data.client_ids))
+        if config.algorithm not in ("centralized", "local"):
+            config = _resolve_privacy(config, task.train_data.client_ids)
         trainer_cls = trainers.trainer_class(config.algorithm)
         trainer = trainer_cls(config, task)
         experiment = results.Experiment.open(
@@ -61,13 +68,23 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     return experiment.path, final
 
 
+def _privacy_text(final: dict) -> str:
+    """`; epsilon 3.1 (RDP), delta 1e-06` for a DP run, naming what was accounted."""
+    epsilon = final.get("epsilon_rdp")
+    if epsilon is None or epsilon != epsilon:  # no DP, or not accounted this round
+        return ""
+    return (f"; epsilon {epsilon:.3g} (RDP), delta {final['dp_delta']:.3g}, for cohorts "
+            f"of {int(final['accounted_cohort']):,} of {int(final['accounted_population']):,}"
+            f" clients")
+
+
 def _train_and_report() -> None:
     path, final = train(config_lib.from_flags())
     if final:
         metric = next(k[len("naive_"):] for k in final if k.startswith("naive_"))
         print(f"final test {metric} {final['test_' + metric]:.4f} "
               f"(naive baseline {final['naive_' + metric]:.4f}) after round "
-              f"{int(final['round'])}")
+              f"{int(final['round'])}{_privacy_text(final)}")
     print(f"results: {os.path.abspath(path)}")
 
 

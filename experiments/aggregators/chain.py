@@ -42,21 +42,35 @@ class ChainSettings:
                    clients_per_round=config.clients_per_round, seed=config.seed)
 
 
+def noise_scale(dp: DpSettings, clients_per_round: int) -> float:
+    """k / C: what the noise of a simulated cohort of C clients is scaled by on k real ones.
+
+    TFF's central DP factories add N(0, (z clip)^2) to the sum of the round's k
+    clients and divide by k. With --noise_cohort_size=C the average must get the
+    noise of a deployment averaging C clients, std z clip / C, so the factories
+    are given the noise multiplier z k / C (1 without --noise_cohort_size).
+    """
+    return clients_per_round / dp.noise_cohort_size if dp.noise_cohort_size else 1.0
+
+
 def _adaptive(dp: DpSettings, clients_per_round: int):
+    scale = noise_scale(dp, clients_per_round)
     try:
         return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
-            noise_multiplier=float(dp.noise_multiplier),
+            noise_multiplier=float(dp.noise_multiplier) * scale,
             clients_per_round=clients_per_round,
             initial_l2_norm_clip=float(dp.initial_clip),
             target_unclipped_quantile=float(dp.target_unclipped_quantile),
             learning_rate=float(dp.adaptive_clip_learning_rate),
-            clipped_count_stddev=float(dp.clipped_count_stddev) or None)
+            # TFF's default, 0.05 k, is already the simulated 0.05 C scaled by k / C.
+            clipped_count_stddev=float(dp.clipped_count_stddev) * scale or None)
     except ValueError:
-        stddev = dp.clipped_count_stddev or 0.05 * clients_per_round
+        cohort = dp.noise_cohort_size or clients_per_round
+        flag = "--noise_cohort_size" if dp.noise_cohort_size else "--clients_per_round"
+        stddev = dp.clipped_count_stddev or 0.05 * cohort
         raise UsageError(
             f"--dp=adaptive: --noise_multiplier={dp.noise_multiplier} must be below "
-            f"2 x the clipped-count noise ({2 * stddev:g} with "
-            f"--clients_per_round={clients_per_round}); raise "
+            f"2 x the clipped-count noise ({2 * stddev:g} with {flag}={cohort}); raise "
             f"--clipped_count_stddev (default 0.05 x clients per round) or "
             f"--clients_per_round, or lower --noise_multiplier") from None
 
@@ -89,8 +103,9 @@ def build(settings: ChainSettings, weight_specs=None):
     `weight_specs` (TensorSpecs of the trainable weights) is needed by `tree`.
     """
     dp, factories = settings.dp, tff.aggregators.DifferentiallyPrivateFactory
-    z, clip = float(dp.noise_multiplier), float(dp.clip)  # TFF wants floats
     k = settings.clients_per_round
+    z, clip = float(dp.noise_multiplier), float(dp.clip)  # TFF wants floats
+    central_z = z * noise_scale(dp, k)
     if settings.compression.compression != "none":
         return _compressed(settings)
     if settings.aggregator.aggregator != "mean":  # robust or secure (robust.py)
@@ -98,11 +113,12 @@ def build(settings: ChainSettings, weight_specs=None):
     if dp.dp == "none":
         return None
     if dp.dp == "fixed":
-        return factories.gaussian_fixed(noise_multiplier=z, clients_per_round=k, clip=clip)
+        return factories.gaussian_fixed(noise_multiplier=central_z, clients_per_round=k,
+                                        clip=clip)
     if dp.dp == "adaptive":
         return _adaptive(dp, k)
     if dp.dp == "tree":
-        return factories.tree_aggregation(noise_multiplier=z, clients_per_round=k,
+        return factories.tree_aggregation(noise_multiplier=central_z, clients_per_round=k,
                                           l2_norm_clip=clip, record_specs=weight_specs)
     if dp.dp == "local":
         return LocalGaussianFactory(clip, z)

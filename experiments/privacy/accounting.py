@@ -58,6 +58,9 @@ class Mechanism:
     population: int
     sampling: str
     delta: float
+    # A simulated deployment (--simulated_population): population and cohort are
+    # the deployment's, not the clients the model was trained on.
+    simulated: bool = False
 
     @property
     def q(self) -> float:
@@ -214,12 +217,19 @@ def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population:
       clients_per_round: K, the cohort of a round (expected, for poisson).
       sampling: --client_sampling (uniform, poisson, cyclic).
       population: N, the clients the trainer samples from.
+
+    With --simulated_population the mechanism is the simulated deployment's:
+    cohorts of --noise_cohort_size (else K) drawn from that population.
     """
     if dp.dp == "none":
         return None
+    if dp.simulated_population:  # the deployment the run stands for
+        population = dp.simulated_population
+        clients_per_round = dp.noise_cohort_size or clients_per_round
     m = Mechanism(kind=dp.dp, noise_multiplier=dp.noise_multiplier,
                   clients_per_round=clients_per_round, population=population,
-                  sampling=sampling, delta=dp.delta or default_delta(population))
+                  sampling=sampling, delta=dp.delta or default_delta(population),
+                  simulated=bool(dp.simulated_population))
     check(m)
     return m
 

@@ -26,6 +26,16 @@ class DpSettings:
     target_epsilon: float = setting(
         0.0, "If > 0, use the smallest --noise_multiplier reaching this epsilon "
         "after --total_rounds.")
+    # A deployment simulated on the clients at hand (McMahan et al. 2018; pfl-research's
+    # noise_cohort_size): docs/privacy.md, "Simulated deployments".
+    noise_cohort_size: int = setting(
+        0, "Noise as if each round averaged this many clients: std noise_multiplier x "
+        "clip / noise_cohort_size on the average update (0: --clients_per_round). Needs "
+        "--simulated_population.")
+    simulated_population: int = setting(
+        0, "The population the accountant assumes (0: the real training clients): "
+        "epsilon is then that of a deployment sampling --noise_cohort_size of this many "
+        "clients per round.")
 
 
 @dataclasses.dataclass(frozen=True)

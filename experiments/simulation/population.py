@@ -93,6 +93,9 @@ class RoundOutcome:
     completed: np.ndarray
     late: np.ndarray
     seconds: float
+    # Clients drawn by the sampler, before those that have failed for good are
+    # removed: a client that has not failed was drawn with this cohort.
+    drawn: int
 
     @property
     def reported(self) -> np.ndarray:
@@ -101,8 +104,13 @@ class RoundOutcome:
 
     @property
     def cohort(self) -> tuple[int, int]:
-        """(eligible, selected): what the privacy accounting of the round needs."""
-        return self.eligible, int(self.selected.size)
+        """(eligible, drawn): what the privacy accounting of the round needs.
+
+        The drawn cohort, not the selected one: removing failed clients after
+        the draw shrinks the round, not the chance a surviving client had of
+        being in it (accounting with the smaller cohort under-reports epsilon).
+        """
+        return self.eligible, self.drawn
 
     def row(self) -> dict:
         """The round's metrics.csv columns."""
@@ -199,6 +207,7 @@ class Population:
         st = self.settings
         eligible = self.eligible(round_num)
         selected = self.select(round_num, eligible)
+        drawn = int(selected.size)
         if survive is not None:
             selected = survive(selected)
         fails = sampling.round_rng(self._seed, round_num, _DROPOUT_STREAM).random(self.size)
@@ -213,7 +222,8 @@ class Population:
         last = float(self.seconds[completed].max()) if completed.size else 0.0
         if completed.size < goal and st.round_deadline > 0:
             last = st.round_deadline
-        return RoundOutcome(int(eligible.size), selected, dropped, completed, late, last)
+        return RoundOutcome(int(eligible.size), selected, dropped, completed, late, last,
+                            drawn)
 
 
 def examples_per_round(task, client_ids: list[str]) -> np.ndarray:

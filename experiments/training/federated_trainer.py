@@ -174,7 +174,11 @@ class FederatedTrainer:
         cfg = self._config
         most = int(self._participations.max())
         eval_round = round_num % cfg.rounds_per_eval == 0 or round_num == cfg.total_rounds
-        row = {}
+        m = self._mechanism
+        # What the epsilon is of: delta, and the population and cohort accounted (a
+        # simulated deployment's with --simulated_population).
+        row = {"dp_delta": m.delta, "accounted_population": m.population,
+               "accounted_cohort": m.clients_per_round}
         # The single-tree analysis is a dynamic programme over all rounds (~7 s at
         # 1,500 rounds), so tree runs are accounted on eval rounds only.
         if eval_round or self._mechanism.kind != "tree":

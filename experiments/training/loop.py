@@ -19,7 +19,8 @@ TRAIN_COLUMNS = (
     "round", "train_loss", "train_examples", "clients",
     "bytes_down_per_client", "bytes_up_per_client", "round_seconds",
 )
-PRIVACY_COLUMNS = ("epsilon_rdp", "epsilon_pld", "dp_clip")
+PRIVACY_COLUMNS = ("epsilon_rdp", "epsilon_pld", "dp_delta", "accounted_population",
+                   "accounted_cohort", "dp_clip")
 # Outlier clients and secure aggregation's cost (experiments.simulation.outliers, .split_round).
 SECAGG_COLUMNS = ("outlier_clients", "secagg_survivors", "secagg_bits_up_per_client",
                   "secagg_extra_bits_up_per_client", "secagg_messages")
