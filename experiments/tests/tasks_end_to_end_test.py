@@ -55,9 +55,10 @@ def test_se_next_word_short_run_beats_most_frequent_word(stackexchange_dir, tmp_
 
 
 @pytest.mark.slow
-def test_se_tags_short_run_learns(stackexchange_dir, tmp_path):
-    # Measured (README "Tasks"): AUC ~0.80 after 40 rounds, recall@5 level with the
-    # tag-frequency ranking (0.200) but not above it yet on SE-Bioinformatics.
+def test_se_tags_pipeline_runs_level_with_tag_frequencies(stackexchange_dir, tmp_path):
+    # A pipeline check, not a learning one: after 40 rounds AUC ~0.80 and recall@5
+    # 0.200, where the tag-frequency ranking alone reaches AUC 0.8145 and recall@5
+    # 0.2003 on SE-Bioinformatics (docs/results/text_and_autoencoder_tasks.md).
     _, final = train.train(_se_config(
         stackexchange_dir, str(tmp_path), task="stackoverflow_tag", client_batch_size=100,
         client_learning_rate=10.0, total_rounds=40, rounds_per_eval=40))
@@ -66,24 +67,27 @@ def test_se_tags_short_run_learns(stackexchange_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_shakespeare_short_federated_run_reaches_most_frequent_char(shakespeare_dir, tmp_path):
-    # The README's measurement: 50 rounds of 10 clients x 4 sequences end at 0.185,
-    # level with the space-character baseline (0.187); longer runs must beat it.
+def test_shakespeare_short_federated_run_beats_the_space_character(shakespeare_dir,
+                                                                   tmp_path):
+    # Measured (docs/results/text_and_autoencoder_tasks.md): at 16 sequences per client
+    # the model leaves the space-only plateau between rounds 25 and 50 (0.241 vs 0.187);
+    # at 4 per client it is still on it after 50 rounds (0.185).
     config = config_lib.ExperimentConfig(
         task="shakespeare_character", data_dir=shakespeare_dir, clients_per_round=10,
-        client_batch_size=4, max_elements_per_client=4, client_learning_rate=1.0,
+        client_batch_size=4, max_elements_per_client=16, client_learning_rate=1.0,
         server_learning_rate=1.0, total_rounds=50, rounds_per_eval=50,
         root_output_dir=str(tmp_path), progress=False)
     config_lib.validate(config)
     _, final = train.train(config)
     assert 0.1 < final["naive_accuracy"] < 0.25  # the space character
-    assert final["test_accuracy"] > 0.9 * final["naive_accuracy"]
+    assert final["test_accuracy"] > final["naive_accuracy"]
 
 
 @pytest.mark.slow
-def test_emnist_autoencoder_short_run_reaches_mean_image(femnist300_dir, tmp_path):
-    # Measured: FedAvg (client lr 10) sits on the mean-image plateau for its first 100
-    # rounds (mse 0.0178 vs 0.0175) while the error's absolute value keeps falling.
+def test_emnist_autoencoder_pipeline_runs_to_the_mean_image(femnist300_dir, tmp_path):
+    # A pipeline check, not a learning one: FedAvg (client lr 10) sits on the
+    # mean-image plateau for its first 100 rounds (mse 0.0178 vs the mean image's
+    # 0.0175) while the error's absolute value keeps falling; Reddi et al. ran 3,000.
     config = config_lib.ExperimentConfig(
         task="emnist_autoencoder", data_dir=femnist300_dir, clients_per_round=10,
         client_batch_size=20, client_learning_rate=10.0, server_learning_rate=1.0,
