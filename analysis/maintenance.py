@@ -20,14 +20,13 @@ predicts every cycle of the held-out engines and prints one row per strategy.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 
 import numpy as np
+from absl import flags
 
-from experiments.core import results
+from experiments.core import binary, results
 from experiments.core.errors import UsageError
 
 PREDICTIVE_THRESHOLD = 10
@@ -130,28 +129,25 @@ def run_predictions(path: str):
     return [e.life for e in split.test], per_engine, label
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="maintenance", description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="cmapss_rul run folders")
-    parser.add_argument("--threshold", type=float, default=PREDICTIVE_THRESHOLD)
-    parser.add_argument("--preventative", type=int, default=PREVENTATIVE_CYCLE)
-    args = parser.parse_args(argv)
-    try:
-        lives, predictions = None, {}
-        for path in args.runs:
-            if not os.path.isdir(path):
-                raise UsageError(f"{path} is not a run folder")
-            run_lives, per_engine, label = run_predictions(path)
-            if lives is not None and run_lives != lives:
-                raise UsageError(f"{path} holds out other test engines than {args.runs[0]}")
-            lives = run_lives
-            predictions[label if label not in predictions else path] = per_engine
-    except UsageError as e:
-        print(f"maintenance: error: {e}", file=sys.stderr)
-        return 2
-    print(markdown(outcomes(lives, predictions, args.threshold, args.preventative)))
-    return 0
+def _report(paths: list[str]) -> None:
+    """Prints the outcome table of the runs at `paths` (same held-out engines)."""
+    lives, predictions = None, {}
+    for path in paths:
+        if not os.path.isdir(path):
+            raise UsageError(f"{path} is not a run folder")
+        run_lives, per_engine, label = run_predictions(path)
+        if lives is not None and run_lives != lives:
+            raise UsageError(f"{path} holds out other test engines than {paths[0]}")
+        lives = run_lives
+        predictions[label if label not in predictions else path] = per_engine
+    print(markdown(outcomes(lives, predictions, flags.FLAGS.threshold,
+                            flags.FLAGS.preventative)))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    flags.DEFINE_float("threshold", PREDICTIVE_THRESHOLD,
+                       "Predictive: maintain once the predicted RUL is below this.")
+    flags.DEFINE_integer("preventative", PREVENTATIVE_CYCLE,
+                         "Preventative: maintain every engine at this cycle.")
+    binary.run_with_arguments("maintenance", _report, "give one or more cmapss_rul run "
+                              "folders: python -m analysis.maintenance RUN_DIR...", None)

@@ -72,14 +72,15 @@ def run(program: str, body: Callable[[], None], *, interrupted: str = stops.RESU
 
 
 def run_with_arguments(program: str, body: Callable[[list[str]], None], usage: str,
-                       count: int, *, interrupted: str = stops.RESUMES) -> None:
-    """Like `run` (without TensorFlow) for a binary taking `count` positional arguments.
+                       count: int | None, *, interrupted: str = stops.RESUMES) -> None:
+    """Like `run` (without TensorFlow) for a binary taking `count` positional arguments
+    (None: one or more).
 
     A different number ends with `program: error: usage` and exit code 2.
     """
 
     def main(argv: list[str]) -> None:
-        if len(argv) != count + 1:
+        if len(argv) < 2 or (count is not None and len(argv) != count + 1):
             usage_exit(program, usage)
         stops.guarded(program, lambda: body(argv[1:]), interrupted)
 
