@@ -31,8 +31,13 @@ Methods (`--compression`):
   orthonormal columns (QR of a seeded Gaussian) on its longer side: the
   client sends only the least-squares factor B = A^T U (or U A), the server
   decodes A B (or B A^T). This is the projection of the full update onto the
-  span of A (not a scaled, unbiased estimate: the restriction is the method).
+  span of A (not a scaled, unbiased estimate: the restriction is the method;
+  in expectation over A it is the update shrunk by k / m, m the longer side).
   Tensors with min(m, n) <= k and biases travel as float32.
+* `low_rank_unbiased`: the same payload, decoded as (m / k) A B: A A^T is a
+  uniformly random rank-k projection with expectation (k / m) I, so the
+  rescaled decode is an unbiased estimate of U (with k / m of its variance
+  budget: much noisier per client than the projection).
 
 Seeds: the aggregator state is a round counter r the server broadcasts
 (32 bits down). A client's seed is [r, h], h a 32-bit fingerprint of its own
@@ -58,14 +63,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-METHODS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank", "tff")
+METHODS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
+           "low_rank_unbiased", "tff")
+_LOW_RANK = ("low_rank", "low_rank_unbiased")
 SEED_BITS = 32  # the client's part h of its seed [r, h]
 ROUND_SEED_BITS = 32  # the round counter r broadcast to clients
 FLOAT_BITS = 32
 MAX_BLOCK = 2**14  # largest Hadamard block
 BITS_KEY = "compression_bits_up"  # measurement: sum over clients of payload bits
 CLIENTS_KEY = "compression_clients"  # measurement: number of payloads summed
-_SEEDED = ("rotate_quantize", "random_mask", "low_rank")
+_SEEDED = ("rotate_quantize", "random_mask", "low_rank", "low_rank_unbiased")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +225,7 @@ def encode_tensor(method: Method, x: tf.Tensor, seed: tf.Tensor, index: int) -> 
     if method.name == "random_mask":
         return {"values": tf.boolean_mask(flat, mask(n, method.keep_fraction,
                                                      _seed(seed, index, 0)))}
-    if method.name == "low_rank":
+    if method.name in _LOW_RANK:
         if not is_restricted(shape, method.rank):
             return {"dense": x}
         m, cols = matrix_shape(shape)
@@ -242,7 +249,7 @@ def decode_tensor(method: Method, payload: dict, shape: tuple[int, ...], seed: t
     elif method.name == "random_mask":
         indices = tf.where(mask(n, method.keep_fraction, _seed(seed, index, 0)))
         flat = tf.scatter_nd(indices, payload["values"] / method.keep_fraction, [n])
-    elif method.name == "low_rank":
+    elif method.name in _LOW_RANK:
         if "dense" in payload:
             return payload["dense"]
         m, cols = matrix_shape(shape)
@@ -251,6 +258,8 @@ def decode_tensor(method: Method, payload: dict, shape: tuple[int, ...], seed: t
         else:
             a = basis(cols, method.rank, _seed(seed, index, 0))
             flat = tf.matmul(payload["factor"], a, transpose_b=True)
+        if method.name == "low_rank_unbiased":  # E[A A^T] = (k / m) I
+            flat = flat * (max(m, cols) / method.rank)
     else:
         raise ValueError(f"unknown compression method {method.name}")
     return tf.reshape(flat, shape)
@@ -311,7 +320,7 @@ def expected_bits(method: Method, shapes: list[tuple[int, ...]]) -> float:
             total += padded_size(n) * method.bits + 2 * FLOAT_BITS
         elif method.name == "random_mask":  # in expectation: the mask is random
             total += method.keep_fraction * n * FLOAT_BITS
-        elif method.name == "low_rank":
+        elif method.name in _LOW_RANK:
             if is_restricted(shape, method.rank):
                 total += method.rank * min(matrix_shape(shape)) * FLOAT_BITS
             else:

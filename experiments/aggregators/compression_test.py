@@ -62,7 +62,8 @@ def tff_worker() -> Iterator[None]:
 # ----- unbiasedness -----------------------------------------------------------------
 @pytest.mark.parametrize("method", [
     c.Method("quantize", bits=2), c.Method("quantize", bits=1),
-    c.Method("rotate_quantize", bits=2), c.Method("random_mask", keep_fraction=0.25)])
+    c.Method("rotate_quantize", bits=2), c.Method("random_mask", keep_fraction=0.25),
+    c.Method("low_rank_unbiased", rank=4)])
 def test_mean_of_many_copies_converges_to_the_original(method: c.Method) -> None:
     tensors = _tensors(shapes=[(8, 16)])
     x = tensors[0].numpy()
@@ -87,6 +88,16 @@ def test_mean_of_many_copies_converges_to_the_original(method: c.Method) -> None
     assert not np.all(np.abs(biased - x) <= 5 * std_of_mean + 1e-5)
 
 
+def test_low_rank_is_the_update_shrunk_by_k_over_m_in_expectation() -> None:
+    """The plain projection is biased: over many bases its mean is (k / m) x, m = 16."""
+    tensors = _tensors(shapes=[(8, 16)])
+    x = tensors[0].numpy().astype(np.float64)
+    roundtrip = _compiled_roundtrip(c.Method("low_rank", rank=4), tensors)
+    mean = np.mean([roundtrip(r)[0].astype(np.float64) for r in range(2000)], axis=0)
+    assert np.linalg.norm(mean - x * 4 / 16) < 0.1 * np.linalg.norm(x * 4 / 16)
+    assert np.linalg.norm(mean - x) > 0.5 * np.linalg.norm(x)
+
+
 def test_deterministic_rounding_would_be_biased() -> None:
     """Control: rounding to the nearest level (no noise) fails the unbiasedness check."""
     x = _tensors(shapes=[(64,)])[0]
@@ -106,6 +117,7 @@ def test_deterministic_rounding_would_be_biased() -> None:
     (c.Method("rotate_quantize", bits=2), 2 * (120 + 6 + 92) + 64 * 3 + 32),
     # Kernels [20, 6] -> factor 2 x 6; [18, 5] -> 2 x 5; the bias dense; seed.
     (c.Method("low_rank", rank=2), 32 * (2 * 6 + 6 + 2 * 5) + 32),
+    (c.Method("low_rank_unbiased", rank=2), 32 * (2 * 6 + 6 + 2 * 5) + 32),
     # rank 5 >= min(18, 5): that kernel travels dense.
     (c.Method("low_rank", rank=5), 32 * (5 * 6 + 6 + 90) + 32),
 ])

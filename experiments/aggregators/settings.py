@@ -9,11 +9,13 @@ from experiments.core.settings import setting
 # Secure aggregation and robust aggregation (experiments.aggregators.robust,
 # experiments.aggregators.secure_sum).
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff_secure")
-COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank", "tff")
+COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
+                "low_rank_unbiased", "tff")
 # Each compression setting and the methods it applies to (elsewhere it must stay
 # at its default, and reports leave it blank).
 COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
-                        "keep_fraction": ("random_mask",), "rank": ("low_rank",)}
+                        "keep_fraction": ("random_mask",),
+                        "rank": ("low_rank", "low_rank_unbiased")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +46,10 @@ class CompressionSettings:
     compression: str = setting(
         "none", "Upload compression: quantize (stochastic uniform), rotate_quantize "
         "(randomized Hadamard + quantize), random_mask (seeded subsampling), low_rank "
-        "(structured updates), tff (tff.learning.compression_aggregator).", COMPRESSIONS)
+        "(structured updates: a biased rank-k projection), low_rank_unbiased (the same "
+        "payload rescaled by m / k: unbiased), tff (tff.learning.compression_aggregator).",
+        COMPRESSIONS)
     quantization_bits: int = setting(8, "quantize / rotate_quantize: bits per coordinate "
                                      "(1..16).")
     keep_fraction: float = setting(0.1, "random_mask: probability each coordinate is sent.")
-    rank: int = setting(4, "low_rank: rank of each kernel's update.")
+    rank: int = setting(4, "low_rank / low_rank_unbiased: rank of each kernel's update.")
