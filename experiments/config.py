@@ -64,7 +64,6 @@ class ExperimentConfig(CanarySettings, PersonalizationSettings, PopulationSettin
     total_rounds: int = setting(100, "Number of federated rounds.")
     clients_per_round: int = setting(10, "Clients sampled per round (uniform, no "
                                      "replacement).")
-    seed: int = setting(0, "Seed for model init, client sampling and client shuffling.")
     rounds_per_eval: int = setting(10, "Evaluate every this many rounds (and at the end).")
     rounds_per_checkpoint: int = setting(5, "Checkpoint every this many rounds (and at the "
                                          "end).")
@@ -174,6 +173,7 @@ def validate(config: ExperimentConfig) -> None:
     _validate_population(config)
     _validate_tasks_and_participation(config)
     _validate_text_tasks(config)
+    _validate_partition(config)
     name = config.name()
     _require(name not in (".", "..") and "/" not in name and name.strip() == name,
              f"--experiment_name={name!r} must be a plain folder name (no '/')")
@@ -298,6 +298,26 @@ def _validate_compression(config: ExperimentConfig) -> None:
              f"--compression={method} needs --aggregator=mean (got {config.aggregator}): "
              f"secure sums only reveal the sum, which per-client seeds and scales cannot "
              f"decode, and robust aggregators need whole updates")
+
+
+# Each partition setting and the partitions it applies to.
+PARTITION_SETTINGS = {"partition_clients": ("iid", "shards", "dirichlet", "quantity_skew"),
+                      "shards_per_client": ("shards",), "dirichlet_alpha": ("dirichlet",),
+                      "quantity_sigma": ("quantity_skew",)}
+
+
+def _validate_partition(config: ExperimentConfig) -> None:
+    """--partition and its settings (tasks.partition checks what needs the data)."""
+    for name, partitions in PARTITION_SETTINGS.items():
+        _require(config.partition in partitions
+                 or getattr(config, name) == getattr(ExperimentConfig, name),
+                 f"--{name} only applies to --partition={'|'.join(partitions)}")
+    _each(config, ("partition_clients", "shards_per_client"), lambda v: v >= 1,
+          "must be a positive integer")
+    _each(config, ("dirichlet_alpha",), lambda v: math.isfinite(v) and v > 0,
+          "must be a finite number > 0 (small: few labels per client)")
+    _each(config, ("quantity_sigma",), lambda v: math.isfinite(v) and v >= 0,
+          "must be a finite number >= 0")
 
 
 def _validate_tasks_and_participation(config: ExperimentConfig) -> None:

@@ -10,6 +10,7 @@ from tasks import (
     emnist,
     emnist_autoencoder,
     heatmap,
+    repartition,
     shakespeare,
     stackoverflow_tag,
     stackoverflow_word,
@@ -40,4 +41,4 @@ def get(name: str, config: TaskConfig) -> Task:
         raise UsageError(
             f"--task={name} is unknown; valid: {', '.join(names())}"
         ) from None
-    return builder(config)
+    return repartition.apply(builder(config), config)

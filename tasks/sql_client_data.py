@@ -70,6 +70,10 @@ class InMemoryClientData(tff.simulation.datasets.ClientData):
     def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices(self.arrays(client_id))
 
+    def pooled_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All clients' (x, y) arrays, client after client (views, not copies)."""
+        return self._x, self._y
+
     def pooled_in_client_order(self) -> tuple[tf.data.Dataset, np.ndarray]:
         """All examples, client after client, and each example's client index."""
         sizes = [self.num_examples(c) for c in self._client_ids]

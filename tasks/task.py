@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.settings import setting
+from tasks.partition import PARTITIONS
 from tasks.scoring import Scoring
 from tasks.sql_client_data import InMemoryClientData
 
@@ -69,6 +70,18 @@ class TaskConfig:
     heatmap_location_noise: float = setting(0.0, "heatmap: privacy slider, std (cells) of "
                                             "the Gaussian noise on each reported location.")
     heatmap_map_seed: int = setting(0, "heatmap: seed of the true map and of the users.")
+    seed: int = setting(0, "Seed for model init, client sampling and client shuffling "
+                        "(and the clients of a --partition).")
+    # The data axis (tasks.partition): the pooled training examples split anew.
+    partition: str = setting(
+        "natural", "natural: the data set's own clients; iid: equal random clients; shards: "
+        "label-sorted shards (McMahan et al. 2017); dirichlet: label skew (Hsu et al. "
+        "2019); quantity_skew: log-normal client sizes.", PARTITIONS)
+    partition_clients: int = setting(100, "Clients of a --partition other than natural.")
+    shards_per_client: int = setting(2, "--partition=shards: shards per client.")
+    dirichlet_alpha: float = setting(0.5, "--partition=dirichlet: concentration alpha "
+                                     "(small: few labels per client).")
+    quantity_sigma: float = setting(1.0, "--partition=quantity_skew: log-std of the sizes.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +107,8 @@ class Task:
     # Text tasks: sentences -> model-ready (x, y) rows, prepared as the task's own
     # examples are (memorisation canaries write text through it).
     encode_text: Callable[[list[str]], tuple[np.ndarray, np.ndarray]] | None = None
+    # --partition other than natural: the partition's summary (tasks.partition.summary).
+    partition: dict | None = None
 
     def data_summary(self) -> dict:
         """Which data a run used, for hparams.json (file, clients, examples)."""
@@ -105,7 +120,8 @@ class Task:
                 "train_clients": len(self.train_data.client_ids),
                 "test_clients": len(self.test_data.client_ids),
                 "train_examples": examples(self.train_data),
-                "test_examples": examples(self.test_data)}
+                "test_examples": examples(self.test_data),
+                **({"partition": self.partition} if self.partition else {})}
 
     def to_batches(self, dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
         """(x, y) examples to (x, y) batches."""

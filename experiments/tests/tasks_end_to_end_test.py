@@ -29,6 +29,11 @@ REAL = os.path.join(SHARED_DATA_DIR, "cmapss")
     (dict(task="stackoverflow_word", tag_vocab_size=50), "--tag_vocab_size only applies"),
     (dict(task="stackoverflow_tag", sequence_length=5), "--sequence_length only applies"),
     (dict(task="shakespeare_character", eval_split="heldout"), "--eval_split only applies"),
+    (dict(dirichlet_alpha=0.1), "--dirichlet_alpha only applies to --partition=dirichlet"),
+    (dict(partition="dirichlet", dirichlet_alpha=0.0), "--dirichlet_alpha=0.0 must be"),
+    (dict(partition="iid", partition_clients=0), "--partition_clients=0 must be"),
+    (dict(partition="shards", shards_per_client=0), "--shards_per_client=0 must be"),
+    (dict(partition="quantity_skew", quantity_sigma=-1.0), "--quantity_sigma=-1.0 must be"),
 ])
 def test_bad_flag_values_are_one_line_usage_errors(overrides, message):
     with pytest.raises(UsageError) as info:
