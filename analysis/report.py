@@ -101,7 +101,7 @@ def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
 
 
 def _delta_text(delta: float) -> str:
-    return "-" if not delta == delta else f"{delta:.2g}"  # NaN: no DP
+    return "-" if math.isnan(delta) else f"{delta:.2g}"  # NaN: no DP
 
 
 def _accounted_text(row: pd.Series) -> str:

@@ -430,8 +430,9 @@ def run_missing(spec: Spec, root: str, max_parallel: int) -> int:
     return code
 
 
-def write(spec: Spec, root: str) -> tuple[Table, str, str]:
-    """Renders the table from the results under root; writes root/tables/NAME.{md,tex}."""
+def write(spec: Spec, root: str) -> tuple[Table, list[str]]:
+    """Renders the table from the results under root into root/tables/NAME.{md,tex} (and
+    NAME.png for a spec with a plot); returns the table and the paths written."""
     found = load_results(spec, root)
     table = render_table(spec, found)
     folder = os.path.join(root, TABLES_DIR)
@@ -440,11 +441,11 @@ def write(spec: Spec, root: str) -> tuple[Table, str, str]:
     tex_path = os.path.join(folder, f"{spec.name}.tex")
     results_lib.atomic_write(md_path, table.markdown.encode())
     results_lib.atomic_write(tex_path, table.latex.encode())
+    written = [md_path, tex_path]
     if spec.plot and not found.empty:
-        plot_path = os.path.join(folder, f"{spec.name}.png")
-        _plot(spec, found[found["complete"].astype(bool)], table, plot_path)
-        md_path += f", {plot_path}"
-    return table, md_path, tex_path
+        written.append(os.path.join(folder, f"{spec.name}.png"))
+        _plot(spec, found[found["complete"].astype(bool)], table, written[-1])
+    return table, written
 
 
 def _plot(spec: Spec, found: pd.DataFrame, table: Table, path: str) -> None:
@@ -461,12 +462,12 @@ def _table(args: list[str]) -> None:
     spec = load(args[0])
     code = run_missing(spec, _FLAGS.root_output_dir, _FLAGS.max_parallel) if _FLAGS.run else 0
     missing = missing_flags(spec)
-    table, md_path, tex_path = write(spec, _FLAGS.root_output_dir)
+    table, written = write(spec, _FLAGS.root_output_dir)
     print(table.markdown)
     if missing:
         print(f"note: this table needs --{', --'.join(missing)}, which this "
               f"train.py does not define yet")
-    print(f"written: {md_path}, {tex_path}")
+    print(f"written: {', '.join(written)}")
     sys.exit(1 if code else 0)
 
 

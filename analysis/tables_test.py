@@ -101,27 +101,21 @@ def test_references_span_columns_and_epsilon_rows_say_what_they_are_of(tmp_path)
                                            "algorithm": "fedavg_unweighted"},
                          [acc], epsilon=eps, columns=accounted)
     fakes.experiment(folder, "nodp", {"algorithm": "fedavg_unweighted"}, [0.7])
-    spec = tables.parse({"sweeps": [{"name": "deploy"}],
-                         "columns": {"flag": "noise_multiplier", "values": [0.5, 1.0]},
-                         "rows": [{"label": "no DP", "match": {"dp": "none"}, "across": True},
-                                  {"label": "DP", "match": {"dp": "fixed"}},
-                                  {"label": "epsilon", "match": {"dp": "fixed"},
-                                   "metric": "epsilon_rdp"}]}, "deploy", "deploy.yaml")
+    raw = {"sweeps": [{"name": "deploy"}],
+           "columns": {"flag": "noise_multiplier", "values": [0.5, 1.0]},
+           "rows": [{"label": "no DP", "match": {"dp": "none"}, "across": True},
+                    {"label": "DP", "match": {"dp": "fixed"}},
+                    {"label": "epsilon", "match": {"dp": "fixed"}, "metric": "epsilon_rdp"}]}
+    spec = tables.parse(raw, "deploy", "deploy.yaml")
     table = tables.render_table(spec, tables.load_results(spec, str(tmp_path)))
     assert table.rows == [["no DP", "0.700", "0.700"], ["DP", "0.600", "0.500"],
                           ["epsilon (delta 2.5e-07; 1,000 of 1,000,000)", "4.000", "1.000"]]
-    plotted = tables.parse({**{"sweeps": [{"name": "deploy"}]}, "rows": spec_rows(spec),
-                            "columns": {"flag": "noise_multiplier", "values": [0.5, 1.0]},
-                            "plot": {"x": "epsilon_rdp", "along": "hp_noise_multiplier"}},
+    plotted = tables.parse({**raw, "plot": {"x": "epsilon_rdp",
+                                            "along": "hp_noise_multiplier"}},
                            "deploy", "deploy.yaml")
-    _, written, _ = tables.write(plotted, str(tmp_path))
-    png = written.split(", ")[-1]
-    assert png.endswith("deploy.png") and os.path.getsize(png) > 0
-
-
-def spec_rows(spec: tables.Spec) -> list[dict]:
-    return [{"label": r.label, "match": r.match, "metric": r.metric or "test_accuracy",
-             "across": r.across} for r in spec.rows]
+    _, written = tables.write(plotted, str(tmp_path))
+    assert [os.path.basename(p) for p in written] == ["deploy.md", "deploy.tex", "deploy.png"]
+    assert os.path.getsize(written[-1]) > 0
 
 
 def test_regression_metric_lower_is_better(tmp_path):

@@ -9,6 +9,7 @@ stderr and exit code 2; TFF's worker process is stopped on every way out.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 
@@ -71,7 +72,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
 def _privacy_text(final: dict) -> str:
     """`; epsilon 3.1 (RDP), delta 1e-06` for a DP run, naming what was accounted."""
     epsilon = final.get("epsilon_rdp")
-    if epsilon is None or epsilon != epsilon:  # no DP, or not accounted this round
+    if epsilon is None or math.isnan(epsilon):  # no DP, or not accounted this round
         return ""
     return (f"; epsilon {epsilon:.3g} (RDP), delta {final['dp_delta']:.3g}, for cohorts "
             f"of {int(final['accounted_cohort']):,} of {int(final['accounted_population']):,}"

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from experiments.core import child_processes, paths, stops
 from experiments.core.errors import UsageError
 
-_PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_SECONDS = 120.0
 _GRPC_OPTIONS = [
     ("grpc.max_message_length", 2 * 1000 * 1000 * 1000),
