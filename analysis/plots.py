@@ -13,6 +13,7 @@ levels). Error bars / bands are 95% Student-t intervals over seeds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import textwrap
@@ -112,8 +113,8 @@ def tradeoff(sweep: pd.DataFrame, x: str, y: str, path: str, along: str | None =
     for label, frame in series.items():
         ax.errorbar(frame["x"], frame["y"], yerr=_errors(frame), marker="o", capsize=3,
                     label=label)
-    for (label, value), style in zip((references or {}).items(), ("--", ":", "-."),
-                                     strict=False):
+    styles = itertools.cycle(("--", ":", "-.", (0, (5, 1)), (0, (1, 3))))
+    for (label, value), style in zip((references or {}).items(), styles, strict=False):
         if math.isfinite(value):
             ax.axhline(value, color="grey", linestyle=style, label=f"{label} ({value:.3g})")
     if logx:
