@@ -38,6 +38,7 @@ from experiments.launch import flags as launch_flags
 from experiments.launch import runner as runner_lib
 
 TABLES_DIR = "tables"
+INTERRUPTED = 128  # the runner's exit code after a stop signal is 128 + its number
 
 _FLAGS = flags.FLAGS
 # --root_output_dir (results root; tables go to <it>/tables/) and --max_parallel
@@ -314,6 +315,8 @@ def run_missing(spec: Spec, root: str, max_parallel: int) -> int:
     for item, expanded in zip(spec.sweeps, sweeps(spec), strict=True):
         path = item if isinstance(item, str) else ""
         code = max(code, runner_lib.Runner(expanded, root, max_parallel, path).run())
+        if code >= INTERRUPTED:  # Ctrl-C / SIGTERM stops the table, not just one sweep
+            break
     return code
 
 
@@ -362,7 +365,7 @@ def _table(args: list[str]) -> None:
         print(f"note: this table needs --{', --'.join(missing)}, which this "
               f"train.py does not define yet")
     print(f"written: {', '.join(written)}")
-    sys.exit(1 if code else 0)
+    sys.exit(code if code >= INTERRUPTED else 1 if code else 0)
 
 
 def _usage() -> str:

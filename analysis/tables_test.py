@@ -262,3 +262,22 @@ def test_cli_renders_and_names_unknown_tables(tmp_path):
     assert good.returncode == 0, good.stderr
     assert "| FedAvg E=5 B=10 | - | - | 20 | 31.3x |" in good.stdout
     assert os.path.exists(tmp_path / "tables" / "mcmahan2017.tex")
+
+
+def test_a_stopped_sweep_stops_the_table(monkeypatch, tmp_path):
+    """Ctrl-C / SIGTERM during `--run` ends the table run; later sweeps do not start."""
+    started = []
+
+    class StoppedRunner:
+        def __init__(self, sweep, *args):
+            self.sweep = sweep
+
+        def run(self) -> int:
+            started.append(self.sweep.name)
+            return 128 + 2
+
+    monkeypatch.setattr(tables.runner_lib, "Runner", StoppedRunner)
+    spec = table_spec.parse({"rows": [{"label": "a"}],
+                             "sweeps": [{"name": "first"}, {"name": "second"}]}, "x", "x.yaml")
+    assert tables.run_missing(spec, str(tmp_path), 1) == 130
+    assert started == ["first"]
