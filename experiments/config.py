@@ -37,7 +37,8 @@ from experiments.training.personalization import PersonalizationSettings
 from tasks.task import EVAL_SPLITS, TaskConfig
 
 # local: one training client alone (experiments.training.trainers), for comparison.
-ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "centralized", "local")
+ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "scaffold", "centralized",
+              "local")
 CLIENT_SAMPLINGS = ("uniform", "poisson", "cyclic")
 CANARY_TASKS = ("emnist_character", "shakespeare_character", "stackoverflow_word")
 # Re-exported: the validation below and the analysis layer use them by these names.
@@ -167,6 +168,7 @@ def validate(config: ExperimentConfig) -> None:
     _require(config.algorithm == "fedprox" or config.proximal_strength ==
              ExperimentConfig.proximal_strength,
              "--proximal_strength only applies to --algorithm=fedprox")
+    _validate_stateful(config)
     _validate_dp(config)
     _validate_robustness(config)
     _validate_compression(config)
@@ -177,6 +179,25 @@ def validate(config: ExperimentConfig) -> None:
     name = config.name()
     _require(name not in (".", "..") and "/" not in name and name.strip() == name,
              f"--experiment_name={name!r} must be a plain folder name (no '/')")
+
+
+def _validate_stateful(config: ExperimentConfig) -> None:
+    """SCAFFOLD uploads a control-variate change beside the model delta: the DP, secure
+    sum and compression paths cover one vector, so their guarantees would not hold."""
+    if config.algorithm != "scaffold":
+        return
+    uncovered = ("its clients also upload a control-variate change, which DP, secure sums "
+                 "and compression here do not cover")
+    for flag, plain, why in (("dp", "none", uncovered), ("aggregator", "mean", uncovered),
+                             ("compression", "none", uncovered),
+                             ("server_optimizer", "sgd", "its server step is SGD at "
+                              "--server_learning_rate")):
+        value = getattr(config, flag)
+        _require(value == plain, f"--algorithm=scaffold needs --{flag}={plain} (got {value}): "
+                                 f"{why}")
+    _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
+             "--algorithm=scaffold cannot take --outlier_kind=scaled_random (it replaces "
+             "one update, not the control variate)")
 
 
 def _validate_dp(config: ExperimentConfig) -> None:

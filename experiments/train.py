@@ -59,7 +59,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
             loop.columns(task.scoring, personalization.columns(
                 config.personalization_steps, task.scoring)),
             overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
-            data=task.data_summary(), defaults=config_lib.defaults())
+            data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults())
         evaluator = personalization.wrap(
             Evaluator(task, config.seed), task, pick(PersonalizationSettings, config),
             config.client_learning_rate, config.seed, experiment.path)

@@ -22,6 +22,9 @@ from experiments.aggregators import compression
 from experiments.aggregators.settings import CompressionSettings
 
 _FLOAT32_BITS = 32
+# Algorithms whose clients download the server's control variate with the model and
+# upload the change of their own with the model delta (SCAFFOLD): twice the floats.
+CONTROL_VARIATES = ("scaffold",)
 
 
 def _weighted(algorithm: str) -> bool:
@@ -56,6 +59,10 @@ class Traffic:
         model = _FLOAT32_BITS * sum(int(np.size(w)) for w in
                                     list(trainable) + list(non_trainable))
         float32_up = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes) + weight
+        if algorithm in CONTROL_VARIATES:  # the control variate travels with the model
+            trainable_bits = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes)
+            return cls(model + trainable_bits, 2 * trainable_bits + weight,
+                       2 * trainable_bits + weight, weight)
         if settings.compression == "none":
             return cls(model, float32_up, float32_up, weight)
         if settings.compression == "tff":

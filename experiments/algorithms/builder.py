@@ -1,6 +1,6 @@
 """The single builder of TFF iterative processes from a run's settings.
 
-Algorithm (FedAvg, unweighted FedAvg, FedSGD, FedProx) and server optimizer
+Algorithm (FedAvg, unweighted FedAvg, FedSGD, FedProx, SCAFFOLD) and server optimizer
 (FedOpt: SGD, SGD with momentum, Adam, Yogi, Adagrad) are chosen here; the
 model aggregator (where DP and compression plug in) comes from
 `experiments.aggregators.chain`, the clients' local training from
@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from experiments.aggregators import chain
-from experiments.algorithms import client_work, server_optimizer
+from experiments.algorithms import client_work, scaffold, server_optimizer
 from experiments.algorithms.server_optimizer import ServerOptimizerSettings
 from experiments.config import ExperimentConfig
 from experiments.core.settings import pick
@@ -100,14 +100,18 @@ def compose(parts: FedAvgParts) -> tff.learning.templates.LearningProcess:
         parts.client_work, parts.aggregator, parts.finalizer)
 
 
-def build(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:
+def build(config: ExperimentConfig, task: Task, population: int = 0):
     """The learning process the config describes, ready for initialize/next.
 
     FedAvg (weighted or not) and FedProx are composed, as TFF composes them,
     from a broadcast, `experiments.algorithms.client_work` (TFF's client work with a
     faster step), the configured aggregator and the server optimizer; FedSGD
-    is TFF's.
+    is TFF's; SCAFFOLD (`experiments.algorithms.scaffold`, stateful clients)
+    needs the number of training clients, `population`.
     """
+    if config.algorithm == "scaffold":
+        return scaffold.ScaffoldProcess(task, config.seed, config.client_learning_rate,
+                                        config.server_learning_rate, population)
     if config.algorithm == "fedsgd":
         return tff.learning.algorithms.build_fed_sgd(
             model_fn_for(task, config.seed), server_optimizer_fn=_server(config),

@@ -20,6 +20,7 @@ gradient of mu/2 ||v - v_global||^2 (TFF 0.87's own has the opposite sign).
 from __future__ import annotations
 
 import collections
+from typing import NamedTuple
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -27,9 +28,11 @@ import tensorflow_federated as tff
 from tasks.task import Task
 
 
-def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighting,
-                    proximal_strength: float, metric_names: list[str]):
-    """The client's training as a `tf.function(learning_rate, initial, dataset)`.
+def local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighting,
+                   proximal_strength: float, metric_names: list[str]):
+    """The client's training as a `tf.function(learning_rate, initial, dataset,
+    correction=None)`; a `correction` (one tensor per trainable variable, e.g.
+    SCAFFOLD's c - c_i) is added to every step's gradient.
 
     Per batch it runs the Keras model and loss directly: TFF's
     `forward_pass` is a `tf.function` calling another, and TFF's worker runs
@@ -46,7 +49,7 @@ def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighti
 
     # A tf.function orders the stateful ops (assign, train, read) as written.
     @tf.function
-    def train(learning_rate, initial, dataset):
+    def train(learning_rate, initial, dataset, correction=None):
         for v, value in zip(trainable, initial.trainable, strict=True):
             v.assign(value)
         for v, value in zip(non_trainable, initial.non_trainable, strict=True):
@@ -63,9 +66,11 @@ def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighti
                 loss = loss_fn(y, predictions)
                 objective = tf.add_n([loss] + model.losses) if model.losses else loss
             grads = tape.gradient(objective, trainable)
-            for v, g, v0 in zip(trainable, grads, start, strict=True):
+            for k, (v, g, v0) in enumerate(zip(trainable, grads, start, strict=True)):
                 if proximal_strength > 0.0:  # gradient of mu/2 ||v - v0||^2
                     g = g + proximal_strength * (v - v0)
+                if correction is not None:
+                    g = g + correction[k]
                 v.assign_sub(learning_rate * g)
             for metric in metrics:
                 metric.update_state(y, predictions)
@@ -96,7 +101,7 @@ def _local_training(task: Task, seed: int, weighting: tff.learning.ClientWeighti
     return train
 
 
-def _restore_eager_keras(task: Task, seed: int) -> None:
+def restore_eager_keras(task: Task, seed: int) -> None:
     """Puts Keras's model classes back in their eager (v2) form.
 
     Keras swaps the base classes of `Sequential` and its kin to their v1
@@ -109,21 +114,40 @@ def _restore_eager_keras(task: Task, seed: int) -> None:
     task.build_model(seed)
 
 
+class ModelTypes(NamedTuple):
+    """What a client computation over the task's model is typed and finalised with."""
+
+    metric_names: list[str]  # TFF's unfinalized metrics, in its order
+    aggregate_metrics: tff.Computation  # sum over clients, then TFF's finalizers
+    weights: tff.Type  # ModelWeights
+    data: tff.Type  # a client's dataset
+
+
+def model_types(task: Task, seed: int) -> ModelTypes:
+    """The task's model as TFF sees it (built in a graph, as TFF traces it)."""
+    with tf.Graph().as_default():
+        model = tff.learning.models.from_keras_model(
+            task.build_model(seed), loss=task.loss(), input_spec=task.input_spec(),
+            metrics=task.metrics())
+        finalizers = model.metric_finalizers()
+        types = ModelTypes(list(finalizers),
+                           tff.learning.metrics.sum_then_finalize(finalizers),
+                           tff.learning.models.weights_type_from_model(model),
+                           tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec)))
+    restore_eager_keras(task, seed)
+    return types
+
+
 def build(task: Task, seed: int, learning_rate: float,
           weighting: tff.learning.ClientWeighting,
           proximal_strength: float = 0.0) -> tff.learning.templates.ClientWorkProcess:
     """FedAvg's client work (FedProx's when `proximal_strength` > 0) for `task`'s
     model: local SGD at `learning_rate` from the broadcast model, returning the
     model delta, with the train metrics TFF's `from_keras_model` would report."""
-    with tf.Graph().as_default():
-        model = tff.learning.models.from_keras_model(
-            task.build_model(seed), loss=task.loss(), input_spec=task.input_spec(),
-            metrics=task.metrics())
-        finalizers = model.metric_finalizers()
-        aggregate_metrics = tff.learning.metrics.sum_then_finalize(finalizers)
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
-    metric_names = list(finalizers)
+    types = model_types(task, seed)
+    aggregate_metrics, weights_type, data_type = (types.aggregate_metrics, types.weights,
+                                                  types.data)
+    metric_names = types.metric_names
     # FedAvg's state is the client optimizer's hyperparameters (TFF's layout, so
     # set_hparams can change the learning rate); FedProx's is empty, as in TFF.
     fedprox = proximal_strength > 0.0
@@ -138,7 +162,7 @@ def build(task: Task, seed: int, learning_rate: float,
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update(state, initial, dataset):
         rate = tf.constant(learning_rate, tf.float32) if fedprox else state["learning_rate"]
-        train = _local_training(task, seed, weighting, proximal_strength, metric_names)
+        train = local_training(task, seed, weighting, proximal_strength, metric_names)
         delta, weight, values = train(rate, initial, dataset)
         return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
                 collections.OrderedDict(zip(metric_names, values, strict=True)))
@@ -152,7 +176,7 @@ def build(task: Task, seed: int, learning_rate: float,
         measurements = tff.federated_zip({"train": aggregate_metrics(metrics)})
         return tff.templates.MeasuredProcessOutput(state, result, measurements)
 
-    _restore_eager_keras(task, seed)
+    restore_eager_keras(task, seed)
     if fedprox:
         return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
 

@@ -35,6 +35,8 @@ _STREAM = 0x5EC
 class SplitProcess:
     """FedAvg (weighted or not) with a Python step between client work and aggregation."""
 
+    takes_clients = True  # next() needs the round's global client indices
+
     def __init__(self, parts: builder.FedAvgParts, config: ExperimentConfig,
                  outliers: Outliers):
         self._composed = builder.compose(parts)
@@ -111,16 +113,17 @@ def needed(config: ExperimentConfig, outliers: Outliers) -> bool:
     return config.aggregator == "secure_sum" or outliers.update_side
 
 
-def build(config: ExperimentConfig, task: Task, outliers: Outliers):
+def build(config: ExperimentConfig, task: Task, outliers: Outliers, population: int):
     """`experiments.algorithms.builder.build`'s process, or a SplitProcess of the same parts
     when the config needs Python between client work and aggregation."""
     if needed(config, outliers):
         return SplitProcess(builder.fedavg_parts(config, task), config, outliers)
-    return builder.build(config, task)
+    return builder.build(config, task, population)
 
 
 def next_round(learning_process, state, datasets: list, clients, round_num: int):
-    """`learning_process.next`, passing clients and round to a SplitProcess."""
-    if isinstance(learning_process, SplitProcess):
+    """`learning_process.next`, passing clients and round to a process that takes them
+    (a SplitProcess, a stateful algorithm's)."""
+    if getattr(learning_process, "takes_clients", False):
         return learning_process.next(state, datasets, clients, round_num)
     return learning_process.next(state, datasets)

@@ -28,6 +28,7 @@ class CentralizedTrainer:
     def __init__(self, config: ExperimentConfig, task: Task):
         self._config = config
         self._task = task
+        self.summary: dict = {}  # nothing beyond the data's summary to record
         self._model = task.build_model(config.seed)
         self._optimizer = tf.keras.optimizers.SGD(config.client_learning_rate)
         self._loss = task.loss()

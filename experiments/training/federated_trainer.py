@@ -13,7 +13,7 @@ import tensorflow_federated as tff
 
 from experiments.aggregators import traffic
 from experiments.aggregators.settings import CompressionSettings
-from experiments.algorithms import split_round
+from experiments.algorithms import client_state, split_round
 from experiments.config import ExperimentConfig
 from experiments.core import resources, stops
 from experiments.core.errors import UsageError
@@ -101,7 +101,15 @@ class FederatedTrainer:
         # Outlier clients and secure aggregation (experiments.simulation.outliers, .split_round).
         self._outliers = outliers.Outliers(pick(outliers.OutlierSettings, config), config.seed,
                                            self.population, int(keras_model.output_shape[-1]))
-        self._process = split_round.build(config, task, self._outliers)
+        self._process = split_round.build(config, task, self._outliers, self.population)
+        # Stateful clients (SCAFFOLD): their states must fit beside everything else.
+        self.summary: dict = {}
+        if hasattr(self._process, "client_state_bytes"):
+            size = self._process.client_state_bytes
+            client_state.check_budget(f"--algorithm={config.algorithm}", size,
+                                      self.population, config.memory_budget_mb)
+            self.summary = client_state.describe(f"{config.algorithm} control variates",
+                                                 size, self.population)
         self._traffic = traffic.Traffic.for_model(
             config.algorithm, pick(CompressionSettings, config),
             self._initial_weights.trainable, self._initial_weights.non_trainable)
@@ -197,11 +205,18 @@ class FederatedTrainer:
         return [np.asarray(w) for w in list(weights.trainable) + list(weights.non_trainable)]
 
     def to_arrays(self, state) -> list[np.ndarray]:
-        """The full server state (model and optimizer) as a flat list of arrays."""
+        """The full state (model, optimizer, clients' states) as a flat list of arrays."""
+        if hasattr(self._process, "to_arrays"):  # a process with its own layout
+            return self._process.to_arrays(state)
         return [np.asarray(x) for x in tf.nest.flatten(state)]
 
     def from_arrays(self, arrays: list[np.ndarray]):
         """Inverse of to_arrays."""
+        if hasattr(self._process, "from_arrays"):
+            state = self._process.from_arrays(arrays)
+            if state is None:
+                raise UsageError("checkpoint does not match this model; use --overwrite")
+            return state
         template = self._process.initialize()
         flat = tf.nest.flatten(template)
         if len(flat) != len(arrays) or any(

@@ -342,13 +342,12 @@ def _run_until_killed(command: list[str], env: dict, folder: str, log) -> int:
     return rows
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(
-        reference: str, emnist_dir: str, tmp_path) -> None:
-    root = str(tmp_path / "killed")
-    config = _config(emnist_dir, root)
+def _kill_and_resume(config: ExperimentConfig, tmp_path) -> str:
+    """Runs `config` as a user would, SIGKILLs it mid-run (rows newer than its last
+    checkpoint), runs the same command again; returns the folder."""
     command = [sys.executable, "-m", "experiments.train", *_flags(config)]
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    folder = os.path.join(root, NAME)
+    folder = os.path.join(config.root_output_dir, NAME)
     log_path = str(tmp_path / "train.log")
     with open(log_path, "wb") as log:
         killed_at = _run_until_killed(command, env, folder, log)
@@ -363,13 +362,36 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     with open(log_path, errors="replace") as f:
         assert done.returncode == 0, f.read()[-3000:]
     assert b"results:" in done.stdout
-
     rows = _read_csv(folder)
     assert _rounds(rows) == list(range(1, TOTAL + 1))  # none missing or duplicated
-    assert _without_seconds(rows) == _without_seconds(_read_csv(reference))
     summary = results.load_summary(folder)
     assert summary is not None and summary["round"] == float(TOTAL)
     assert len(results.load_hparams(folder)["resumed_at"]) == 1
+    return folder
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(
+        reference: str, emnist_dir: str, tmp_path) -> None:
+    folder = _kill_and_resume(_config(emnist_dir, str(tmp_path / "killed")), tmp_path)
+    assert _without_seconds(_read_csv(folder)) == _without_seconds(_read_csv(reference))
+
+
+def test_killed_scaffold_run_resumes_with_its_clients_states(emnist_dir: str,
+                                                             tmp_path) -> None:
+    """Stateful clients: the control variates saved with each checkpoint are the ones
+    the uninterrupted run had, so the resumed rows are identical."""
+    from experiments import train
+
+    config = _config(emnist_dir, str(tmp_path / "whole"), algorithm="scaffold")
+    whole, _ = train.train(config)
+    folder = _kill_and_resume(dataclasses.replace(
+        config, root_output_dir=str(tmp_path / "killed")), tmp_path)
+    assert _without_seconds(_read_csv(folder)) == _without_seconds(_read_csv(whole))
+    data = results.load_hparams(folder)["data"]
+    assert data["client_state"] == "scaffold control variates"
+    per_client = sum(int(np.prod(s)) for s in TWO_NN_SHAPES) * 4 / 2 ** 20  # float32 c_i
+    assert data["client_state_mib_per_client"] == pytest.approx(per_client)
+    assert data["client_state_mib_at_most"] == pytest.approx(per_client * data["train_clients"])
 
 
 def test_repeated_random_kills_still_give_the_uninterrupted_result(
