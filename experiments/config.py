@@ -37,8 +37,8 @@ from experiments.training.personalization import PersonalizationSettings
 from tasks.task import EVAL_SPLITS, TaskConfig
 
 # local: one training client alone (experiments.training.trainers), for comparison.
-ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "scaffold", "centralized",
-              "local")
+ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "scaffold", "mime_lite",
+              "centralized", "local")
 CLIENT_SAMPLINGS = ("uniform", "poisson", "cyclic")
 CANARY_TASKS = ("emnist_character", "shakespeare_character", "stackoverflow_word")
 # Re-exported: the validation below and the analysis layer use them by these names.
@@ -168,7 +168,7 @@ def validate(config: ExperimentConfig) -> None:
     _require(config.algorithm == "fedprox" or config.proximal_strength ==
              ExperimentConfig.proximal_strength,
              "--proximal_strength only applies to --algorithm=fedprox")
-    _validate_stateful(config)
+    _validate_second_upload(config)
     _validate_dp(config)
     _validate_robustness(config)
     _validate_compression(config)
@@ -181,23 +181,28 @@ def validate(config: ExperimentConfig) -> None:
              f"--experiment_name={name!r} must be a plain folder name (no '/')")
 
 
-def _validate_stateful(config: ExperimentConfig) -> None:
-    """SCAFFOLD uploads a control-variate change beside the model delta: the DP, secure
-    sum and compression paths cover one vector, so their guarantees would not hold."""
-    if config.algorithm != "scaffold":
+def _validate_second_upload(config: ExperimentConfig) -> None:
+    """SCAFFOLD's clients also upload a control-variate change, Mime-Lite's a full-batch
+    gradient: the DP, secure sum and compression paths cover one vector, so their
+    guarantees would not hold."""
+    name = config.algorithm
+    if name not in ("scaffold", "mime_lite"):
         return
-    uncovered = ("its clients also upload a control-variate change, which DP, secure sums "
-                 "and compression here do not cover")
-    for flag, plain, why in (("dp", "none", uncovered), ("aggregator", "mean", uncovered),
-                             ("compression", "none", uncovered),
-                             ("server_optimizer", "sgd", "its server step is SGD at "
-                              "--server_learning_rate")):
+    second = "a control-variate change" if name == "scaffold" else "a full-batch gradient"
+    uncovered = (f"its clients also upload {second}, which DP, secure sums and compression "
+                 f"here do not cover")
+    checks = [("dp", "none", uncovered), ("aggregator", "mean", uncovered),
+              ("compression", "none", uncovered)]
+    if name == "scaffold":
+        checks.append(("server_optimizer", "sgd", "its server step is SGD at "
+                       "--server_learning_rate"))
+    for flag, plain, why in checks:
         value = getattr(config, flag)
-        _require(value == plain, f"--algorithm=scaffold needs --{flag}={plain} (got {value}): "
+        _require(value == plain, f"--algorithm={name} needs --{flag}={plain} (got {value}): "
                                  f"{why}")
     _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
-             "--algorithm=scaffold cannot take --outlier_kind=scaled_random (it replaces "
-             "one update, not the control variate)")
+             f"--algorithm={name} cannot take --outlier_kind=scaled_random (it replaces "
+             f"the model update only)")
 
 
 def _validate_dp(config: ExperimentConfig) -> None:

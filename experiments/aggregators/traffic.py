@@ -22,13 +22,22 @@ from experiments.aggregators import compression
 from experiments.aggregators.settings import CompressionSettings
 
 _FLOAT32_BITS = 32
-# Algorithms whose clients download the server's control variate with the model and
-# upload the change of their own with the model delta (SCAFFOLD): twice the floats.
-CONTROL_VARIATES = ("scaffold",)
+# Optimizer state a Mime-Lite client downloads, in model-sized vectors.
+_OPTIMIZER_STATE = {"sgd": 0, "sgdm": 1, "adagrad": 1, "adam": 2, "yogi": 2}
+
+
+def _second_vectors(algorithm: str, server_optimizer: str) -> tuple[int, int]:
+    """Model-sized vectors sent besides the model (down) and the update (up): SCAFFOLD's
+    control variates; Mime-Lite's optimizer state down and full-batch gradient up."""
+    if algorithm == "scaffold":
+        return 1, 1
+    if algorithm == "mime_lite":
+        return _OPTIMIZER_STATE[server_optimizer], 1
+    return 0, 0
 
 
 def _weighted(algorithm: str) -> bool:
-    return algorithm in ("fedavg", "fedprox", "fedsgd")
+    return algorithm in ("fedavg", "fedprox", "fedsgd", "mime_lite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +58,8 @@ class Traffic:
 
     @classmethod
     def for_model(cls, algorithm: str, settings: CompressionSettings,
-                  trainable: Sequence[np.ndarray], non_trainable: Sequence[np.ndarray]
-                  ) -> Traffic:
+                  trainable: Sequence[np.ndarray], non_trainable: Sequence[np.ndarray],
+                  server_optimizer: str = "sgd") -> Traffic:
         """The traffic of `algorithm` with `settings` for a model with these weights."""
         if algorithm == "centralized":
             return cls(0, 0, 0)
@@ -59,10 +68,11 @@ class Traffic:
         model = _FLOAT32_BITS * sum(int(np.size(w)) for w in
                                     list(trainable) + list(non_trainable))
         float32_up = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes) + weight
-        if algorithm in CONTROL_VARIATES:  # the control variate travels with the model
-            trainable_bits = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes)
-            return cls(model + trainable_bits, 2 * trainable_bits + weight,
-                       2 * trainable_bits + weight, weight)
+        down, up = _second_vectors(algorithm, server_optimizer)
+        if down or up:  # no compression: refused with these algorithms
+            vector = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes)
+            return cls(model + down * vector, float32_up + up * vector,
+                       float32_up + up * vector, weight)
         if settings.compression == "none":
             return cls(model, float32_up, float32_up, weight)
         if settings.compression == "tff":

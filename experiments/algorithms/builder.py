@@ -1,6 +1,6 @@
 """The single builder of TFF iterative processes from a run's settings.
 
-Algorithm (FedAvg, unweighted FedAvg, FedSGD, FedProx, SCAFFOLD) and server optimizer
+Algorithm (FedAvg, unweighted FedAvg, FedSGD, FedProx, SCAFFOLD, Mime-Lite) and server optimizer
 (FedOpt: SGD, SGD with momentum, Adam, Yogi, Adagrad) are chosen here; the
 model aggregator (where DP and compression plug in) comes from
 `experiments.aggregators.chain`, the clients' local training from
@@ -9,6 +9,7 @@ model aggregator (where DP and compression plug in) comes from
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -106,12 +107,14 @@ def build(config: ExperimentConfig, task: Task, population: int = 0):
     FedAvg (weighted or not) and FedProx are composed, as TFF composes them,
     from a broadcast, `experiments.algorithms.client_work` (TFF's client work with a
     faster step), the configured aggregator and the server optimizer; FedSGD
-    is TFF's; SCAFFOLD (`experiments.algorithms.scaffold`, stateful clients)
-    needs the number of training clients, `population`.
+    and Mime-Lite are TFF's; SCAFFOLD (`experiments.algorithms.scaffold`,
+    stateful clients) needs the number of training clients, `population`.
     """
     if config.algorithm == "scaffold":
         return scaffold.ScaffoldProcess(task, config.seed, config.client_learning_rate,
                                         config.server_learning_rate, population)
+    if config.algorithm == "mime_lite":
+        return _mime_lite(config, task)
     if config.algorithm == "fedsgd":
         return tff.learning.algorithms.build_fed_sgd(
             model_fn_for(task, config.seed), server_optimizer_fn=_server(config),
@@ -119,6 +122,20 @@ def build(config: ExperimentConfig, task: Task, population: int = 0):
     if config.algorithm not in ("fedavg", "fedavg_unweighted", "fedprox"):
         raise ValueError(f"{config.algorithm} is not a federated algorithm")
     return compose(fedavg_parts(config, task))
+
+
+def _mime_lite(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:
+    """Mime-Lite (Karimireddy et al. 2021) by TFF's own builder, which matches a numpy
+    Mime-Lite (mime_lite_test.py): clients step with the --server_optimizer at
+    --client_learning_rate using the server's optimizer state, frozen for the round;
+    the server updates that state with the clients' mean full-batch gradient at the
+    broadcast model and moves the model by SGD at --server_learning_rate."""
+    base = server_optimizer.build(dataclasses.replace(
+        pick(ServerOptimizerSettings, config), server_learning_rate=config.client_learning_rate))
+    return tff.learning.algorithms.build_weighted_mime_lite(
+        model_fn_for(task, config.seed), base_optimizer=base,
+        server_optimizer=tff.learning.optimizers.build_sgdm(config.server_learning_rate),
+        client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES)
 
 
 def build_tff_stock(config: ExperimentConfig,

@@ -112,7 +112,8 @@ class FederatedTrainer:
                                                  size, self.population)
         self._traffic = traffic.Traffic.for_model(
             config.algorithm, pick(CompressionSettings, config),
-            self._initial_weights.trainable, self._initial_weights.non_trainable)
+            self._initial_weights.trainable, self._initial_weights.non_trainable,
+            config.server_optimizer)
         # Eligibility, dropout, stragglers, over-selection (experiments.simulation.population).
         self._population = population.Population(
             pick(population.PopulationSettings, config),
