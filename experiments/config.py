@@ -169,6 +169,7 @@ def validate(config: ExperimentConfig) -> None:
              ExperimentConfig.proximal_strength,
              "--proximal_strength only applies to --algorithm=fedprox")
     _validate_second_upload(config)
+    _validate_kept_models(config)
     _validate_dp(config)
     _validate_robustness(config)
     _validate_compression(config)
@@ -203,6 +204,36 @@ def _validate_second_upload(config: ExperimentConfig) -> None:
     _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
              f"--algorithm={name} cannot take --outlier_kind=scaled_random (it replaces "
              f"the model update only)")
+
+
+def _validate_kept_models(config: ExperimentConfig) -> None:
+    """Ditto's personal models never leave the clients, so any federated algorithm (DP
+    included) keeps its guarantees; local layers run their own round outside the
+    aggregator chain, so DP, secure sums, compression and robust aggregators are refused."""
+    _require(math.isfinite(config.ditto_lambda) and config.ditto_lambda >= 0,
+             f"--ditto_lambda={config.ditto_lambda} must be a finite number >= 0")
+    _require(config.local_layers >= 0, f"--local_layers={config.local_layers} must be >= 0")
+    if config.ditto_lambda == 0 and config.local_layers == 0:
+        return
+    _require(config.ditto_lambda == 0 or config.local_layers == 0,
+             "--ditto_lambda and --local_layers are two ways to personalise; use one")
+    _require(config.algorithm not in ("centralized", "local"),
+             f"--ditto_lambda and --local_layers personalise federated training, not "
+             f"--algorithm={config.algorithm}")
+    if config.local_layers == 0:
+        return
+    _require(config.algorithm in ("fedavg", "fedavg_unweighted"),
+             f"--local_layers needs --algorithm=fedavg or fedavg_unweighted (got "
+             f"{config.algorithm})")
+    for flag, plain in (("dp", "none"), ("aggregator", "mean"), ("compression", "none"),
+                        ("server_optimizer", "sgd")):
+        value = getattr(config, flag)
+        _require(value == plain,
+                 f"--local_layers needs --{flag}={plain} (got {value}): its round (shared "
+                 f"layers up, SGD at the server) runs outside the aggregator chain")
+    _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
+             "--local_layers cannot take --outlier_kind=scaled_random (it replaces whole "
+             "updates)")
 
 
 def _validate_dp(config: ExperimentConfig) -> None:

@@ -54,14 +54,15 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
             config = _resolve_privacy(config, task.train_data.client_ids)
         trainer_cls = trainers.trainer_class(config.algorithm)
         trainer = trainer_cls(config, task)
+        personal = pick(PersonalizationSettings, config)
         experiment = results.Experiment.open(
             config.root_output_dir, config.name(), config.as_dict(),
             loop.columns(task.scoring, personalization.columns(
-                config.personalization_steps, task.scoring)),
+                config.personalization_steps, task.scoring, personal.keeps_personal_models)),
             overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
             data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults())
         evaluator = personalization.wrap(
-            Evaluator(task, config.seed), task, pick(PersonalizationSettings, config),
+            Evaluator(task, config.seed), task, personal,
             config.client_learning_rate, config.seed, experiment.path)
         final = loop.run(trainer, evaluator, experiment, config.total_rounds,
                          config.rounds_per_eval, config.rounds_per_checkpoint,

@@ -59,8 +59,9 @@ class Traffic:
     @classmethod
     def for_model(cls, algorithm: str, settings: CompressionSettings,
                   trainable: Sequence[np.ndarray], non_trainable: Sequence[np.ndarray],
-                  server_optimizer: str = "sgd") -> Traffic:
-        """The traffic of `algorithm` with `settings` for a model with these weights."""
+                  server_optimizer: str = "sgd", local_floats: int = 0) -> Traffic:
+        """The traffic of `algorithm` with `settings` for a model with these weights;
+        `local_floats` of the trainable weights stay on the clients (local layers)."""
         if algorithm == "centralized":
             return cls(0, 0, 0)
         shapes = [tuple(np.shape(w)) for w in trainable]
@@ -68,6 +69,9 @@ class Traffic:
         model = _FLOAT32_BITS * sum(int(np.size(w)) for w in
                                     list(trainable) + list(non_trainable))
         float32_up = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes) + weight
+        if local_floats:  # neither sent nor uploaded; compression is refused with them
+            kept = _FLOAT32_BITS * local_floats
+            return cls(model - kept, float32_up - kept, float32_up - kept, weight)
         down, up = _second_vectors(algorithm, server_optimizer)
         if down or up:  # no compression: refused with these algorithms
             vector = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes)

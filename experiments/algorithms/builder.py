@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from experiments.aggregators import chain
-from experiments.algorithms import client_work, scaffold, server_optimizer
+from experiments.algorithms import client_work, local_layers, scaffold, server_optimizer
 from experiments.algorithms.server_optimizer import ServerOptimizerSettings
 from experiments.config import ExperimentConfig
 from experiments.core.settings import pick
@@ -108,8 +108,17 @@ def build(config: ExperimentConfig, task: Task, population: int = 0):
     from a broadcast, `experiments.algorithms.client_work` (TFF's client work with a
     faster step), the configured aggregator and the server optimizer; FedSGD
     and Mime-Lite are TFF's; SCAFFOLD (`experiments.algorithms.scaffold`,
-    stateful clients) needs the number of training clients, `population`.
+    stateful clients) needs the number of training clients, `population`;
+    `--local_layers` makes FedAvg keep the last layers on the clients
+    (`experiments.algorithms.local_layers`).
     """
+    if config.local_layers > 0:
+        weighting = (tff.learning.ClientWeighting.UNIFORM
+                     if config.algorithm == "fedavg_unweighted"
+                     else tff.learning.ClientWeighting.NUM_EXAMPLES)
+        return local_layers.LocalLayersProcess(
+            task, config.seed, config.client_learning_rate, config.server_learning_rate,
+            weighting, config.local_layers)
     if config.algorithm == "scaffold":
         return scaffold.ScaffoldProcess(task, config.seed, config.client_learning_rate,
                                         config.server_learning_rate, population)

@@ -37,8 +37,17 @@ class ClientStates:
         """Bytes of one client's state."""
         return int(sum(a.nbytes for a in self._initial))
 
+    @property
+    def saved_arrays(self) -> int:
+        """How many arrays `to_arrays` returns (client indices + one per state part)."""
+        return 1 + len(self._initial)
+
     def __len__(self) -> int:
         return len(self._states)
+
+    def clients(self) -> list[int]:
+        """The clients that have a state, in index order."""
+        return sorted(self._states)
 
     def get(self, client: int) -> list[np.ndarray]:
         """Client `client`'s state (a copy of the initial state if it has none yet)."""
@@ -54,7 +63,7 @@ class ClientStates:
 
     def to_arrays(self) -> list[np.ndarray]:
         """[client indices] + one stacked array per state part (for checkpoints)."""
-        ids = sorted(self._states)
+        ids = self.clients()
         stacked = [np.stack([self._states[i][k] for i in ids]) if ids
                    else np.zeros((0,) + a.shape, a.dtype)
                    for k, a in enumerate(self._initial)]

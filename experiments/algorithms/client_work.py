@@ -191,3 +191,50 @@ def build(task: Task, seed: int, learning_rate: float,
 
     return tff.learning.templates.ClientWorkProcess(
         init_fn, next_fn, get_hparams_fn=get_hparams_fn, set_hparams_fn=set_hparams_fn)
+
+
+def clients_round(task: Task, seed: int, learning_rate: float,
+                  weighting: tff.learning.ClientWeighting, corrected: bool = False
+                  ) -> tff.Computation:
+    """A round's local training in one TFF call, for algorithms that act on each
+    client's result in Python (SCAFFOLD, local layers): per client (its starting
+    model[, its gradient correction], its data) -> (start - trained, weight (0 if not
+    finite), steps taken), and the round's train metrics summed and finalised."""
+    types = model_types(task, seed)
+    names = types.metric_names
+
+    def local(initial, dataset, correction=None):
+        train = local_training(task, seed, weighting, 0.0, names)
+        delta, weight, values = train(tf.constant(learning_rate, tf.float32), initial,
+                                      dataset, correction)
+        metrics = collections.OrderedDict(zip(names, values, strict=True))
+        return (delta, weight, metrics["num_batches"][0]), metrics
+
+    if corrected:
+        client_update = tff.tensorflow.computation(
+            lambda initial, correction, dataset: local(initial, dataset, list(correction)),
+            types.weights, types.weights.trainable, types.data)
+        inputs = (tff.FederatedType(types.weights, tff.CLIENTS),
+                  tff.FederatedType(types.weights.trainable, tff.CLIENTS),
+                  tff.FederatedType(types.data, tff.CLIENTS))
+    else:
+        client_update = tff.tensorflow.computation(
+            lambda initial, dataset: local(initial, dataset), types.weights, types.data)
+        inputs = (tff.FederatedType(types.weights, tff.CLIENTS),
+                  tff.FederatedType(types.data, tff.CLIENTS))
+
+    def finish(per_client):
+        results, metrics = per_client
+        return results, types.aggregate_metrics(metrics)
+
+    if corrected:
+        round_fn = tff.federated_computation(
+            lambda weights, corrections, data: finish(tff.federated_map(
+                client_update, (weights, corrections, data))), *inputs)
+    else:
+        round_fn = tff.federated_computation(
+            lambda weights, data: finish(tff.federated_map(client_update, (weights, data))),
+            *inputs)
+
+    restore_eager_keras(task, seed)
+    return round_fn

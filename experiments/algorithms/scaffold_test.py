@@ -93,7 +93,7 @@ def test_scaffold_rounds_match_numpy(tff_worker, emnist_dir: str) -> None:
         ours = trainer.model_weights(state)
         for mine, expected in zip(ours, model, strict=True):
             np.testing.assert_allclose(mine, expected, rtol=0, atol=ATOL)
-        for mine, expected in zip(state.control, control, strict=True):
+        for mine, expected in zip(state.server, control, strict=True):
             np.testing.assert_allclose(mine, expected, rtol=0, atol=ATOL)
         for index, c_i in clients.items():
             for mine, expected in zip(state.clients.get(index), c_i, strict=True):
@@ -136,3 +136,19 @@ def test_flags_scaffold_cannot_honour_are_refused(flags: dict, words: str) -> No
     message = str(caught.value)
     assert message.startswith("--algorithm=scaffold needs " + words), message
     assert "\n" not in message
+
+
+def test_clients_that_drop_out_keep_their_state(tff_worker, emnist_dir: str) -> None:
+    """Only clients that complete a round get (or change) a control variate."""
+    _, _, trainer, state = _trainer(emnist_dir, algorithm="scaffold", clients_per_round=5,
+                                    dropout_rate=0.5)
+    completed = 0
+    for round_num in (1, 2):
+        before = {i: state.clients.get(i) for i in state.clients.clients()}
+        state, row = trainer.run_round(state, round_num)
+        assert row["selected"] == 5 and row["completed"] + row["dropped"] == 5
+        completed += row["completed"]
+        changed = [i for i in state.clients.clients() if i not in before or any(
+            np.any(a != b) for a, b in zip(state.clients.get(i), before[i], strict=True))]
+        assert len(changed) == row["completed"]  # the dropped ones are untouched
+    assert 0 < len(state.clients) <= completed < 10

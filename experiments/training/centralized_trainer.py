@@ -76,6 +76,11 @@ class CentralizedTrainer:
         """The model's weights (the state is just the weights)."""
         return state
 
+    def personal_models(self, state) -> dict:
+        """No client keeps a model of its own."""
+        del state
+        return {}
+
     def to_arrays(self, state: list[np.ndarray]) -> list[np.ndarray]:
         """Checkpoint form of the state."""
         return list(state)

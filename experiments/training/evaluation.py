@@ -105,8 +105,11 @@ class Evaluator:
         values["_per_client"] = np.asarray(per_client)
         return values
 
-    def evaluate(self, weights: Sequence[np.ndarray]) -> dict[str, float]:
-        """Eval columns for the model with these (Keras-ordered) weights."""
+    def evaluate(self, weights: Sequence[np.ndarray],
+                 own: dict[str, Sequence[np.ndarray]] | None = None) -> dict[str, float]:
+        """Eval columns for the model with these (Keras-ordered) weights (`own`, the
+        clients' own models, is for the personalising evaluator that wraps this one)."""
+        del own
         self._model.set_weights(list(weights))
         values = self._score(lambda start, stop: self._forward(
             tf.constant(self._x[start:stop])).numpy())

@@ -13,7 +13,7 @@ import tensorflow_federated as tff
 
 from experiments.aggregators import traffic
 from experiments.aggregators.settings import CompressionSettings
-from experiments.algorithms import client_state, split_round
+from experiments.algorithms import client_state, local_layers, split_round
 from experiments.config import ExperimentConfig
 from experiments.core import resources, stops
 from experiments.core.errors import UsageError
@@ -21,6 +21,7 @@ from experiments.core.settings import pick
 from experiments.privacy import accounting
 from experiments.privacy.settings import DpSettings
 from experiments.simulation import outliers, participation, population, sampling
+from experiments.training import ditto
 from tasks.task import Task
 
 
@@ -102,18 +103,17 @@ class FederatedTrainer:
         self._outliers = outliers.Outliers(pick(outliers.OutlierSettings, config), config.seed,
                                            self.population, int(keras_model.output_shape[-1]))
         self._process = split_round.build(config, task, self._outliers, self.population)
-        # Stateful clients (SCAFFOLD): their states must fit beside everything else.
-        self.summary: dict = {}
-        if hasattr(self._process, "client_state_bytes"):
-            size = self._process.client_state_bytes
-            client_state.check_budget(f"--algorithm={config.algorithm}", size,
-                                      self.population, config.memory_budget_mb)
-            self.summary = client_state.describe(f"{config.algorithm} control variates",
-                                                 size, self.population)
+        self._ditto = (ditto.DittoClients(task, config.seed, config.client_learning_rate,
+                                          config.ditto_lambda)
+                       if config.ditto_lambda > 0 else None)
+        self.summary = self._client_state(config)
         self._traffic = traffic.Traffic.for_model(
             config.algorithm, pick(CompressionSettings, config),
             self._initial_weights.trainable, self._initial_weights.non_trainable,
-            config.server_optimizer)
+            config.server_optimizer, local_floats=sum(
+                int(np.size(keras_model.trainable_weights[k]))
+                for k in (local_layers.local_indices(keras_model, config.local_layers)
+                          if config.local_layers else [])))
         # Eligibility, dropout, stragglers, over-selection (experiments.simulation.population).
         self._population = population.Population(
             pick(population.PopulationSettings, config),
@@ -121,6 +121,23 @@ class FederatedTrainer:
             self._traffic.bits_up, config.seed, config.client_sampling,
             config.clients_per_round)
         self._cohorts: dict[tuple[int, int], int] = {}
+
+    def _client_state(self, config: ExperimentConfig) -> dict:
+        """What the clients keep (SCAFFOLD's control variates, local layers, Ditto's
+        personal models): checked against the memory budget, described for hparams."""
+        kept = []
+        if hasattr(self._process, "client_state_bytes"):
+            what = ("local layers" if config.local_layers
+                    else f"{config.algorithm} control variates")
+            kept.append((what, self._process.client_state_bytes))
+        if self._ditto is not None:
+            kept.append(("Ditto personal models", self._ditto.states.bytes_per_client))
+        if not kept:
+            return {}
+        what = " + ".join(w for w, _ in kept)
+        size = sum(b for _, b in kept)
+        client_state.check_budget(what, size, self.population, config.memory_budget_mb)
+        return client_state.describe(what, size, self.population)
 
     @property
     def population(self) -> int:
@@ -145,6 +162,9 @@ class FederatedTrainer:
         # accounted release is the noised sum in every round, and an unchanged
         # model would reveal the empty cohort. Without central noise the model
         # simply stays as it is.
+        if datasets and self._ditto is not None:  # on the clients, beside their round
+            self._ditto.train(chosen, datasets,
+                              self._process.get_model_weights(state).trainable)
         if datasets or cfg.dp in ("fixed", "adaptive", "tree"):
             output = split_round.next_round(self._process, state, datasets, chosen, round_num)
             aggregator = output.metrics.get("aggregator")
@@ -205,14 +225,31 @@ class FederatedTrainer:
         weights = self._process.get_model_weights(state)
         return [np.asarray(w) for w in list(weights.trainable) + list(weights.non_trainable)]
 
+    def personal_models(self, state) -> dict[str, list[np.ndarray]]:
+        """Client id -> the model that client keeps (Ditto's personal model, or the
+        shared layers with its own local layers), for the clients that have one."""
+        found = self._process.personal_weights(state) if hasattr(
+            self._process, "personal_weights") else {}
+        if self._ditto is not None:
+            non_trainable = list(self._process.get_model_weights(state).non_trainable)
+            found = {i: self._ditto.states.get(i) + [np.asarray(w) for w in non_trainable]
+                     for i in self._ditto.states.clients()}
+        return {self._client_ids[i]: weights for i, weights in found.items()}
+
     def to_arrays(self, state) -> list[np.ndarray]:
         """The full state (model, optimizer, clients' states) as a flat list of arrays."""
         if hasattr(self._process, "to_arrays"):  # a process with its own layout
-            return self._process.to_arrays(state)
-        return [np.asarray(x) for x in tf.nest.flatten(state)]
+            saved = self._process.to_arrays(state)
+        else:
+            saved = [np.asarray(x) for x in tf.nest.flatten(state)]
+        return saved + (self._ditto.states.to_arrays() if self._ditto is not None else [])
 
     def from_arrays(self, arrays: list[np.ndarray]):
         """Inverse of to_arrays."""
+        if self._ditto is not None:  # its states are the last 1 + parts arrays
+            parts = self._ditto.states.saved_arrays
+            self._ditto.states = self._ditto.states.from_arrays(arrays[-parts:])
+            arrays = arrays[:-parts]
         if hasattr(self._process, "from_arrays"):
             state = self._process.from_arrays(arrays)
             if state is None:

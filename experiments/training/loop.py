@@ -56,6 +56,7 @@ class Trainer(Protocol):
     def initial_state(self): ...
     def run_round(self, state, round_num: int): ...
     def model_weights(self, state): ...
+    def personal_models(self, state): ...  # client id -> its own model (Ditto, local layers)
     def to_arrays(self, state): ...
     def from_arrays(self, arrays): ...
 
@@ -90,7 +91,8 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
             row["round_seconds"] = time.monotonic() - began
             if _is_eval_round(round_num, total_rounds, rounds_per_eval):
                 began = time.monotonic()
-                row.update(evaluator.evaluate(trainer.model_weights(state)))
+                row.update(evaluator.evaluate(trainer.model_weights(state),
+                                              trainer.personal_models(state)))
                 row["eval_seconds"] = time.monotonic() - began
             experiment.append(row)
             experiment.log_scalars(round_num, row)

@@ -172,6 +172,9 @@ class _FakeTrainer:
     def model_weights(self, state):
         return [state]
 
+    def personal_models(self, state):
+        return {}
+
     def to_arrays(self, state):
         return [state]
 
@@ -180,7 +183,7 @@ class _FakeTrainer:
 
 
 class _FakeEvaluator:
-    def evaluate(self, weights) -> dict[str, float]:
+    def evaluate(self, weights, own=None) -> dict[str, float]:
         value = float(np.tanh(weights[0][0]))
         return {column: value + i for i, column in enumerate(EVAL_COLUMNS)}
 

@@ -11,6 +11,12 @@ data, in a seeded order, and is scored on its own test data. The before and
 after scores are reported as distributions (mean, 10th / 50th / 90th
 percentile over clients) in eval rows, and per client in
 `personalization.csv` in the experiment folder (latest eval round).
+
+When training leaves clients a model of their own (Ditto's personal models,
+or the shared layers with a client's local layers; `--ditto_lambda`,
+`--local_layers`), each such client's own model is scored the same way, as
+the 'own' distribution, beside the global model's ('before') and, with
+fine-tuning steps, the fine-tuned copy's ('after').
 """
 
 from __future__ import annotations
@@ -39,20 +45,33 @@ class PersonalizationSettings:
         "each test client's own training data and score it on its test data (0: off).")
     personalization_learning_rate: float = setting(
         0.0, "SGD rate of the personalisation fine-tuning (0: --client_learning_rate).")
+    ditto_lambda: float = setting(
+        0.0, "Ditto (Li et al. 2021): each client also trains a personal model "
+        "regularised towards the global one with this strength (0: off).")
+    local_layers: int = setting(
+        0, "Keep the model's last this many layers with weights on each client, trained "
+        "locally and never uploaded (FedPer; 0: off).")
+
+    @property
+    def keeps_personal_models(self) -> bool:
+        """Whether training leaves each client a model of its own (Ditto, local layers)."""
+        return self.ditto_lambda > 0 or self.local_layers > 0
 
 CSV_NAME = "personalization.csv"
 _ORDER_STREAM = 0x9E5  # seeds each client's fine-tuning order
 _STATS = ("mean", "p10", "p50", "p90")
 
 
-def columns(steps: int, scoring: Scoring) -> tuple[str, ...]:
-    """The eval columns personalisation fills (none when `steps` is 0)."""
-    if steps <= 0:
+def columns(steps: int, scoring: Scoring, own: bool = False) -> tuple[str, ...]:
+    """The eval columns personalisation fills: the global model's distribution
+    ('before'), after `steps` of fine-tuning ('after'), and each client's own model's
+    ('own', Ditto or local layers); none when there is neither."""
+    if steps <= 0 and not own:
         return ()
     primary = scoring.primary
-    return (("personal_clients",)
-            + tuple(f"personal_{primary}_{when}_{s}" for when in ("before", "after")
-                    for s in _STATS))
+    stages = ("before",) + (("after",) if steps > 0 else ()) + (("own",) if own else ())
+    return (("personal_clients",) + (("personal_own_clients",) if own else ())
+            + tuple(f"personal_{primary}_{when}_{s}" for when in stages for s in _STATS))
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:
@@ -106,30 +125,40 @@ class Personalizer:
         num, den = self._scoring.per_example(y, outputs)[primary]
         return self._scoring.finish(primary, float(np.sum(num) / max(np.sum(den), 1e-12)))
 
-    def client_scores(self, weights: Sequence[np.ndarray]) -> list[dict]:
-        """Per client: id, example counts, score before and after fine-tuning."""
+    def client_scores(self, weights: Sequence[np.ndarray],
+                      own: dict[str, Sequence[np.ndarray]] | None = None) -> list[dict]:
+        """Per client: id, example counts, the global model's score ('before'), after
+        fine-tuning it ('after', with steps), and its own model's ('own', if it has one)."""
         records = []
         for index, client in enumerate(self.clients):
             self._model.set_weights(list(weights))
             test_x, test_y = self._task.test_data.arrays(client)
             train_x, train_y = self._task.train_data.arrays(client)
-            before = self._score(test_x, test_y)
-            for idx in batch_indices(len(train_y), self._steps, self._batch, self._seed,
-                                     index):
-                self._train_step(tf.constant(train_x[idx]), tf.constant(train_y[idx]))
-            records.append({"client_id": client, "train_examples": len(train_y),
-                            "test_examples": len(test_y), "before": before,
-                            "after": self._score(test_x, test_y)})
+            record = {"client_id": client, "train_examples": len(train_y),
+                      "test_examples": len(test_y), "before": self._score(test_x, test_y),
+                      "after": "", "own": ""}
+            if self._steps > 0:
+                for idx in batch_indices(len(train_y), self._steps, self._batch, self._seed,
+                                         index):
+                    self._train_step(tf.constant(train_x[idx]), tf.constant(train_y[idx]))
+                record["after"] = self._score(test_x, test_y)
+            if own and client in own:
+                self._model.set_weights(list(own[client]))
+                record["own"] = self._score(test_x, test_y)
+            records.append(record)
         return records
 
     def row(self, records: list[dict]) -> dict:
         """The eval columns of a list of client records."""
         primary = self._scoring.primary
         row = {"personal_clients": len(records)}
-        for when in ("before", "after"):
-            values = np.array([r[when] for r in records])
-            row.update({f"personal_{primary}_{when}_{k}": v
-                        for k, v in distribution(values).items()})
+        for when in ("before", "after", "own"):
+            values = np.array([r[when] for r in records if r[when] != ""])
+            if when == "own":
+                row["personal_own_clients"] = len(values)
+            if len(values):
+                row.update({f"personal_{primary}_{when}_{k}": v
+                            for k, v in distribution(values).items()})
         return row
 
 
@@ -137,7 +166,7 @@ def write_csv(path: str, records: list[dict]) -> None:
     """The per-client records as a CSV, written atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, ["client_id", "train_examples", "test_examples",
-                                     "before", "after"], lineterminator="\n")
+                                     "before", "after", "own"], lineterminator="\n")
     writer.writeheader()
     for record in records:
         writer.writerow(record)
@@ -153,10 +182,12 @@ class PersonalizingEvaluator:
     def __getattr__(self, name: str):
         return getattr(self._inner, name)  # primary_column, naive, columns
 
-    def evaluate(self, weights: Sequence[np.ndarray]) -> dict[str, float]:
-        """The wrapped evaluator's row plus the personalisation distributions."""
+    def evaluate(self, weights: Sequence[np.ndarray],
+                 own: dict[str, Sequence[np.ndarray]] | None = None) -> dict[str, float]:
+        """The wrapped evaluator's row plus the personalisation distributions (`own`:
+        client id -> that client's own model, for Ditto and local layers)."""
         row = self._inner.evaluate(weights)
-        records = self._personalizer.client_scores(weights)
+        records = self._personalizer.client_scores(weights, own)
         row.update(self._personalizer.row(records))
         write_csv(os.path.join(self._folder, CSV_NAME), records)
         return row
@@ -169,11 +200,12 @@ def fine_tuning_rate(settings: PersonalizationSettings, client_learning_rate: fl
 
 def wrap(evaluator, task: Task, settings: PersonalizationSettings,
          client_learning_rate: float, seed: int, folder: str):
-    """`evaluator` with personalisation when --personalization_steps > 0.
+    """`evaluator` with personalisation when --personalization_steps > 0 or training
+    leaves each client a model of its own.
 
     Fine-tuning batches as the clients train (the task's client batch size).
     """
-    if settings.personalization_steps <= 0:
+    if settings.personalization_steps <= 0 and not settings.keeps_personal_models:
         return evaluator
     personalizer = Personalizer(task, settings.personalization_steps,
                                 task.config.client_batch_size,
