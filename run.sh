@@ -18,7 +18,6 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PYTHON_BIN=${PYTHON:-python3.11}
-SHARED_DATA="$ROOT/../shared/data"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -44,28 +43,6 @@ or 'pyenv install 3.11'), or set PYTHON=/path/to/python3.11"
   echo "$stamp" > "$VENV/.installed"
 }
 
-# Offline machines with the project's shared data beside the checkout: unpack
-# FEMNIST-300 into .cache/tff_data and use it, unless the user chose data.
-use_shared_emnist() {
-  [ -n "${TFF_DATA_DIR:-}" ] && return
-  [ -f "$HOME/.tff/emnist_all.sqlite" ] && return
-  [ -f "$SHARED_DATA/emnist_all.sqlite.xz" ] || return 0
-  local dir="$ROOT/.cache/tff_data"
-  if [ ! -f "$dir/emnist_all.sqlite" ]; then
-    mkdir -p "$dir"
-    echo "run.sh: unpacking FEMNIST-300 (300 real writers) into $dir" >&2
-    xz -dc "$SHARED_DATA/emnist_all.sqlite.xz" > "$dir/emnist_all.sqlite.tmp"
-    mv "$dir/emnist_all.sqlite.tmp" "$dir/emnist_all.sqlite"
-  fi
-  # TFF's real Shakespeare (715 roles) for --task=shakespeare_character.
-  if [ -f "$SHARED_DATA/shakespeare.sqlite.xz" ] && [ ! -f "$dir/shakespeare.sqlite" ]; then
-    xz -dc "$SHARED_DATA/shakespeare.sqlite.xz" > "$dir/shakespeare.sqlite.tmp"
-    mv "$dir/shakespeare.sqlite.tmp" "$dir/shakespeare.sqlite"
-  fi
-  export TFF_DATA_DIR="$dir"
-  echo "run.sh: using FEMNIST-300 from ../shared/data (report it as FEMNIST-300)" >&2
-}
-
 # --- Flower, for the side-by-side benchmark only (experiments/benchmark/flower_peer.py) ---
 # Its own venv, so flwr's grpcio/protobuf pins never touch .venv.
 setup_flower() {
@@ -87,7 +64,6 @@ cmd=${1:-help}
 case "$cmd" in
   demo)
     setup
-    use_shared_emnist
     exec "$VENV/bin/python" -m experiments.train \
       --flagfile=configs/emnist_fedavg_demo.cfg "$@"
     ;;
@@ -105,7 +81,6 @@ case "$cmd" in
     ;;
   sweep)
     setup
-    use_shared_emnist
     exec "$VENV/bin/python" -m experiments.sweep "$@"
     ;;
   report)
@@ -114,12 +89,10 @@ case "$cmd" in
     ;;
   table)
     setup
-    use_shared_emnist
     exec "$VENV/bin/python" -m analysis.tables "$@"
     ;;
   bench)
     setup
-    use_shared_emnist
     for a in "$@"; do
       case "$a" in --flower|--flower=true|--flower=1) setup_flower ;; esac
     done
@@ -135,7 +108,6 @@ case "$cmd" in
     ;;
   audit)
     setup
-    use_shared_emnist
     exec "$VENV/bin/python" -m experiments.audit "$@"
     ;;
   lint)

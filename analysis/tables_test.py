@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from scipy import stats
 
 from analysis import fakes, runs, table_spec, tables
+from experiments import config as config_lib
 from experiments.core.errors import UsageError
 from experiments.core.paths import REPO_ROOT
 
@@ -240,13 +242,34 @@ def test_unknown_flag_in_a_table_is_one_line(tmp_path):
         table_spec.sweeps(spec)
 
 
-def test_every_shipped_spec_parses_and_expands():
+def _trial_config(flags: dict) -> config_lib.ExperimentConfig:
+    """The ExperimentConfig a trial's flags make (its flagfile's lines first)."""
+    fields = {f.name: f for f in dataclasses.fields(config_lib.ExperimentConfig)}
+    merged = {}
+    if "flagfile" in flags:
+        for line in open(flags["flagfile"]):
+            if line.startswith("--") and "=" in line:
+                key, value = line.strip()[2:].split("=", 1)
+                default = fields[key].default
+                merged[key] = (value == "true" if isinstance(default, bool)
+                               else type(default)(value))
+    merged.update({k: v for k, v in flags.items() if k != "flagfile"})
+    return config_lib.ExperimentConfig(**merged)
+
+
+def test_every_shipped_spec_parses_expands_and_every_trial_is_valid():
+    """A trial the train binary would refuse (e.g. a flag that only applies to another
+    setting) fails here, not hours into a --run."""
     names = sorted(f[:-5] for f in os.listdir(table_spec.PAPERS_DIR) if f.endswith(".yaml"))
     assert {"mcmahan2017", "reddi2021", "fed_vs_central", "dp_outlier"} <= set(names)
     for name in names:
         spec = table_spec.load(name)
-        if not table_spec.missing_flags(spec):
-            assert all(s.trials for s in table_spec.sweeps(spec)), name
+        if table_spec.missing_flags(spec):
+            continue
+        for sweep in table_spec.sweeps(spec):
+            assert sweep.trials, name
+            for trial in sweep.trials:
+                config_lib.validate(_trial_config(trial.flags))
 
 
 def test_cli_renders_and_names_unknown_tables(tmp_path):

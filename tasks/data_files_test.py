@@ -37,6 +37,7 @@ def download_module():
 def _clean_env(monkeypatch, tmp_path) -> None:
     """No user data dir leaks in: TFF_DATA_DIR unset, HOME an empty temp dir."""
     monkeypatch.delenv("TFF_DATA_DIR", raising=False)
+    monkeypatch.setenv("FL_SHARED_DATA_DIR", str(tmp_path / "no_shared_data"))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -81,33 +82,73 @@ def _tables_only_sqlite(path: str, tables: tuple[str, ...]) -> None:
         db.close()
 
 
-# ----- cache_dir ---------------------------------------------------------------
-def test_cache_dir_prefers_flag_over_env_over_home(monkeypatch, tmp_path):
-    monkeypatch.setenv("TFF_DATA_DIR", "/from/env")
-    assert data_files.cache_dir("/from/flag") == "/from/flag"
-    assert data_files.cache_dir(None) == "/from/env"
-    assert data_files.cache_dir("") == "/from/env"  # an empty --data_dir means unset
-    monkeypatch.delenv("TFF_DATA_DIR")
-    assert data_files.cache_dir(None) == os.path.join(str(tmp_path / "home"), ".tff")
+# ----- one resolution ---------------------------------------------------------------
+def _copy(emnist_dir: str, folder) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.join(emnist_dir, FILENAME), folder / FILENAME)
+    return str(folder / FILENAME)
 
 
-def test_empty_env_var_falls_back_to_home(monkeypatch, tmp_path):
+def _shared(tmp_path, emnist_dir: str):
+    """A shared data folder holding the fixture as emnist_all.sqlite.xz."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with open(os.path.join(emnist_dir, FILENAME), "rb") as raw:
+        (shared / (FILENAME + ".xz")).write_bytes(lzma.compress(raw.read()))
+    return shared
+
+
+def test_resolution_order_flag_env_home_shared(monkeypatch, tmp_path, emnist_dir, capsys):
+    monkeypatch.setenv("FL_SHARED_DATA_DIR", str(_shared(tmp_path, emnist_dir)))
+    monkeypatch.setattr(data_files, "unpack_dir", lambda: str(tmp_path / "unpacked"))
+    monkeypatch.setattr(data_files, "_announced", set())
+    # Only the shared data: unpacked once (a temp name, then renamed), then reused.
+    unpacked = data_files.resolve(None, FILENAME)
+    assert unpacked == str(tmp_path / "unpacked" / FILENAME)
+    with open(os.path.join(emnist_dir, FILENAME), "rb") as a, open(unpacked, "rb") as b:
+        assert a.read() == b.read()
+    assert os.listdir(tmp_path / "unpacked") == [FILENAME]  # no temp file left
+    out = capsys.readouterr().out
+    assert out.startswith("data: FEMNIST-300") and "report results on it as such" in out
+    # TFF's default cache comes before the shared data, $TFF_DATA_DIR before that,
+    # --data_dir first; an empty value counts as unset.
+    home = _copy(emnist_dir, tmp_path / "home" / ".tff")
+    assert data_files.resolve(None, FILENAME) == home
+    env = _copy(emnist_dir, tmp_path / "env")
+    monkeypatch.setenv("TFF_DATA_DIR", os.path.dirname(env))
+    assert data_files.resolve(None, FILENAME) == env
+    assert data_files.resolve("", FILENAME) == env
+    flag = _copy(emnist_dir, tmp_path / "flag")
+    assert data_files.resolve(os.path.dirname(flag), FILENAME) == flag
     monkeypatch.setenv("TFF_DATA_DIR", "")
-    assert data_files.cache_dir(None) == os.path.join(str(tmp_path / "home"), ".tff")
+    assert data_files.resolve(None, FILENAME) == home
 
 
-def test_ensure_file_follows_the_same_precedence(monkeypatch, tmp_path, emnist_dir):
-    home_tff = tmp_path / "home" / ".tff"
-    home_tff.mkdir()
-    shutil.copy(os.path.join(emnist_dir, FILENAME), home_tff / FILENAME)
-    env_dir = tmp_path / "env"
-    env_dir.mkdir()
-    shutil.copy(os.path.join(emnist_dir, FILENAME), env_dir / FILENAME)
+def test_an_explicit_folder_is_never_overridden(monkeypatch, download_module, tmp_path,
+                                                emnist_dir):
+    """--data_dir (or $TFF_DATA_DIR) without the file: the download is tried there and
+    its failure names that folder, even with the shared data available."""
+    monkeypatch.setenv("FL_SHARED_DATA_DIR", str(_shared(tmp_path, emnist_dir)))
+    monkeypatch.setattr(data_files, "unpack_dir", lambda: str(tmp_path / "unpacked"))
+    _fake_fetch(monkeypatch, download_module, _offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match=f"data file {empty / FILENAME} not found"):
+        data_files.resolve(str(empty), FILENAME)
+    monkeypatch.setenv("TFF_DATA_DIR", str(empty))
+    with pytest.raises(UsageError, match=f"data file {empty / FILENAME} not found"):
+        data_files.resolve(None, FILENAME)
+    assert not (tmp_path / "unpacked").exists()
 
-    assert data_files.ensure_file(None, FILENAME) == str(home_tff / FILENAME)
-    monkeypatch.setenv("TFF_DATA_DIR", str(env_dir))
-    assert data_files.ensure_file(None, FILENAME) == str(env_dir / FILENAME)
-    assert data_files.ensure_file(emnist_dir, FILENAME) == os.path.join(emnist_dir, FILENAME)
+
+def test_without_any_copy_the_default_cache_is_downloaded_into(monkeypatch, tmp_path,
+                                                               download_module):
+    monkeypatch.setenv("FL_SHARED_DATA_DIR", str(tmp_path / "no_shared"))
+    calls = _fake_fetch(monkeypatch, download_module, _offline)
+    home = os.path.join(str(tmp_path / "home"), ".tff")
+    with pytest.raises(UsageError, match=f"data file {home}/{FILENAME} not found"):
+        data_files.resolve(None, FILENAME)
+    assert len(calls) == 1
 
 
 # ----- present files -------------------------------------------------------------
@@ -201,14 +242,6 @@ def test_absent_with_real_urllib_failure(refused_proxy, tmp_path):
     assert "not found and could not be downloaded" in message
     assert "--data_dir" in message and "\n" not in message
     assert os.listdir(folder) == []
-
-
-def test_absent_default_location_names_home_tff(monkeypatch, download_module, tmp_path):
-    _fake_fetch(monkeypatch, download_module, _offline)
-    with pytest.raises(UsageError) as info:
-        data_files.ensure_file(None, FILENAME)
-    expected = os.path.join(str(tmp_path / "home"), ".tff", FILENAME)
-    assert expected in str(info.value)
 
 
 @pytest.mark.parametrize("behaviour", [_truncated_stream, _offline])

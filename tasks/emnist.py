@@ -46,7 +46,7 @@ def build_task(config: TaskConfig) -> Task:
             f"--model={model} is not a model of --task=emnist_character; valid: "
             f"{', '.join(emnist_models.MODELS)}"
         )
-    path = data_files.ensure_file(config.data_dir, DATA_FILE)
+    path = data_files.resolve(config.data_dir, DATA_FILE)
     split = "digits_only" if config.only_digits else "all"
     train = sql_client_data.load(path, f"{split}_train", _parse, _prepare)
     test = sql_client_data.load(path, f"{split}_test", _parse, _prepare)

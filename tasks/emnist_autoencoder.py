@@ -57,7 +57,7 @@ def build_task(config: TaskConfig) -> Task:
     if model not in MODELS:
         raise UsageError(f"--model={model} is not a model of --task=emnist_autoencoder; "
                          f"valid: {', '.join(MODELS)}")
-    path = data_files.ensure_file(config.data_dir, emnist.DATA_FILE)
+    path = data_files.resolve(config.data_dir, emnist.DATA_FILE)
     split = "digits_only" if config.only_digits else "all"
     train = sql_client_data.load(path, f"{split}_train", _parse, _prepare)
     test = sql_client_data.load(path, f"{split}_test", _parse, _prepare)

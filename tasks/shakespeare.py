@@ -97,7 +97,7 @@ def build_task(config: TaskConfig) -> Task:
         raise UsageError(f"--model={model} is not a model of --task=shakespeare_character; "
                          f"valid: {', '.join(MODELS)}")
     sequence_length = config.sequence_length or DEFAULT_SEQUENCE_LENGTH
-    path = data_files.ensure_file(config.data_dir, DATA_FILE)
+    path = data_files.resolve(config.data_dir, DATA_FILE)
 
     def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows, source = char_rows(arrays["snippets"], sequence_length)

@@ -125,7 +125,7 @@ def multi_hot_tags(tag_strings, tags: list[str]) -> np.ndarray:
 
 def data_path(data_dir: str | None) -> str:
     """Path of `stackoverflow.sqlite` (TFF downloads it when absent and online)."""
-    return data_files.ensure_file(data_dir, DATA_FILE)
+    return data_files.resolve(data_dir, DATA_FILE)
 
 
 def load_splits(path: str, eval_split: str, prepare: Preparer

@@ -41,9 +41,16 @@ def _missing(path: str, folder: str) -> UsageError:
         f"from the train split with: ./run.sh vocab --data_dir={folder}")
 
 
+def _folder(data_dir: str | None) -> str:
+    """Where the count files live: beside stackoverflow.sqlite as every command finds
+    it (tasks.data_files), else in the folder a download would go to."""
+    found = data_files.find(data_dir, DATA_FILE)
+    return os.path.dirname(found) if found else data_files.chosen_dir(data_dir)
+
+
 def read_words(data_dir: str | None, vocab_size: int) -> list[str]:
     """The `vocab_size` most frequent words (fewer if the file has fewer)."""
-    folder = data_files.cache_dir(data_dir)
+    folder = _folder(data_dir)
     path = os.path.join(folder, WORD_COUNT_FILE)
     if not os.path.isfile(path):
         raise _missing(path, folder)
@@ -66,7 +73,7 @@ def read_words(data_dir: str | None, vocab_size: int) -> list[str]:
 
 def read_tags(data_dir: str | None, tag_vocab_size: int) -> list[str]:
     """The `tag_vocab_size` most frequent tags (ties in file order, as TFF sorts)."""
-    folder = data_files.cache_dir(data_dir)
+    folder = _folder(data_dir)
     path = os.path.join(folder, TAG_COUNT_FILE)
     if not os.path.isfile(path):
         raise _missing(path, folder)
@@ -112,12 +119,12 @@ def count(path: str) -> tuple[dict[str, int], dict[str, int]]:
 
 def write(data_dir: str | None, overwrite: bool = False) -> tuple[str, str]:
     """Builds both files next to `stackoverflow.sqlite`; returns their paths."""
-    folder = data_files.cache_dir(data_dir)
+    folder = _folder(data_dir)
     targets = (os.path.join(folder, WORD_COUNT_FILE), os.path.join(folder, TAG_COUNT_FILE))
     existing = [p for p in targets if os.path.exists(p)]
     if existing and not overwrite:
         raise UsageError(f"{existing[0]} exists; pass --overwrite to rebuild it")
-    word_counts, tag_counts = count(data_files.ensure_file(data_dir, DATA_FILE))
+    word_counts, tag_counts = count(data_files.resolve(data_dir, DATA_FILE))
     if not word_counts:
         raise UsageError(f"{os.path.join(folder, DATA_FILE)} has no train examples to "
                          f"count words in")

@@ -14,10 +14,8 @@ import tempfile
 from collections.abc import Iterator
 
 from experiments.benchmark.settings import SEED
-from experiments.core.paths import CACHE_DIR
 from tasks import data_files
 
-REPO_DATA_DIR = os.path.join(CACHE_DIR, "tff_data")
 DATA_FILE = "emnist_all.sqlite"  # tasks.emnist.DATA_FILE (not imported: it loads TFF)
 # Synthetic stand-in for FEMNIST-300: 300 writers, 41,202 train examples
 # (137.3 per writer on average).
@@ -26,22 +24,10 @@ SYNTHETIC_EXAMPLES_PER_CLIENT = (100, 175)
 
 
 def real_data_folder(data_dir: str) -> str | None:
-    """The folder whose emnist_all.sqlite the benchmark uses, or None for synthetic.
-
-    --data_dir if given, else $TFF_DATA_DIR (as `tasks.data_files.cache_dir`
-    resolves it), else the checkout's .cache/tff_data, else ~/.tff. Nothing is
-    downloaded.
-    """
-    if data_dir:
-        candidates = [data_dir]
-    elif os.environ.get("TFF_DATA_DIR"):
-        candidates = [data_files.cache_dir(None)]
-    else:
-        candidates = [REPO_DATA_DIR, data_files.cache_dir(None)]
-    for folder in candidates:
-        if os.path.isfile(os.path.join(folder, DATA_FILE)):
-            return folder
-    return None
+    """The folder whose emnist_all.sqlite the benchmark uses, or None for synthetic:
+    found as every command finds its data (`tasks.data_files.find`), never downloaded."""
+    path = data_files.find(data_dir or None, DATA_FILE)
+    return os.path.dirname(path) if path else None
 
 
 @contextlib.contextmanager

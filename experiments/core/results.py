@@ -286,18 +286,34 @@ class Experiment:
             os.remove(path)
 
     def log_scalars(self, round_num: int, row: dict) -> None:
-        """Writes a row's numeric values as TensorBoard scalars."""
+        """Writes a row's numeric values as TensorBoard scalars (and, first, the run's
+        settings as an HParams summary, so a sweep folder opens in TensorBoard's HParams
+        dashboard with every trial's flags beside its latest metrics)."""
         import tensorflow as tf  # here: sweeps and analysis read results without TF
 
         if not hasattr(self, "_writer"):
             self._writer = tf.summary.create_file_writer(
                 os.path.join(self.path, EVENTS))
+            with self._writer.as_default(step=0):
+                _hparams_summary(self.path)
         with self._writer.as_default(step=round_num):
             for key, value in row.items():
                 if key != "round" and isinstance(value, (int, float)) and \
                         not isinstance(value, bool) and math.isfinite(value):
                     tf.summary.scalar(key, value)
         self._writer.flush()
+
+
+def _hparams_summary(path: str) -> None:
+    """The run's settings (scalars and strings of hparams.json's config) as TensorBoard's
+    own HParams summary, with the experiment folder's name as the trial id."""
+    from tensorboard.plugins.hparams import api as hp  # here: TensorBoard comes with TF
+
+    config = read_json(os.path.join(path, HPARAMS)).get("config", {})
+    values = {k: v for k, v in config.items()
+              if isinstance(v, (bool, int, float, str)) and not (
+                  isinstance(v, float) and not math.isfinite(v))}
+    hp.hparams(values, trial_id=os.path.basename(path))
 
 
 def _differences(old: dict | None, new: dict, resumable: frozenset[str],

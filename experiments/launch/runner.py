@@ -24,6 +24,7 @@ from experiments.core import child_processes, results
 from experiments.core.errors import UsageError
 from experiments.core.paths import REPO_ROOT
 from experiments.core.progress import format_duration
+from experiments.launch import hparams_view
 from experiments.launch.spec import Sweep, Trial
 
 STATUS_FILE = "sweep_status.json"
@@ -242,6 +243,8 @@ class Runner:
             lock.close()
 
     def _run_locked(self) -> int:
+        hparams_view.write(self.dir, list(dict.fromkeys(
+            k for trial in self.sweep.trials for k in trial.varied)))
         pending = []
         for trial in self.sweep.trials:
             self._write_cfg(trial)

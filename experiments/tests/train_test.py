@@ -108,6 +108,7 @@ def _env(home: str, proxy: str) -> dict[str, str]:
            if k not in ("TFF_DATA_DIR", "TF_CPP_MIN_LOG_LEVEL")
            and not k.lower().endswith("_proxy")}
     env.update(PYTHONPATH=REPO_ROOT, HOME=home, PYTHONUNBUFFERED="1",
+               FL_SHARED_DATA_DIR=os.path.join(home, "no_shared_data"),
                https_proxy=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, HTTP_PROXY=proxy,
                no_proxy=LOCAL_HOSTS, NO_PROXY=LOCAL_HOSTS)
     return env
@@ -262,3 +263,22 @@ def test_disk_full_is_one_line_keeps_rows_and_resumes(workspace, emnist_dir, ref
     with open(kept / "metrics.csv") as f:
         rounds = [int(r["round"]) for r in csv.DictReader(f)]
     assert rounds == list(range(1, len(rounds) + 1)) and 0 < len(rounds) < 40
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(REPO_ROOT, "..", "shared", "data",
+                                                    "emnist_all.sqlite.xz")),
+                    reason="needs the project's shared data beside the checkout")
+def test_run_sh_train_finds_the_shared_data_like_every_command(tmp_path):
+    """`./run.sh train` on a machine with only the shared data (no ~/.tff, no
+    $TFF_DATA_DIR): it resolves FEMNIST-300 as the demo does and says so."""
+    env = {k: v for k, v in os.environ.items() if k != "TFF_DATA_DIR"}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [os.path.join(REPO_ROOT, "run.sh"), "train", "--task=emnist_character",
+         "--total_rounds=2", "--model=logistic", "--clients_per_round=2",
+         f"--root_output_dir={tmp_path / 'out'}", "--noprogress"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "data: FEMNIST-300 (300 real writers, not the full EMNIST) from " in done.stdout
+    assert "final test accuracy" in done.stdout
+    assert not (tmp_path / "home" / ".tff").exists()  # nothing downloaded
