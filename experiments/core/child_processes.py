@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
@@ -39,3 +40,16 @@ def die_with_parent(signum: int = signal.SIGTERM, own_group: bool = False
             os.setpgid(0, 0)
 
     return preexec
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Ends a child: SIGTERM, then SIGKILL if it is still there after `timeout`
+    seconds; returns once it has exited (safe on one that already has)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

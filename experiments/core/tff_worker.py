@@ -102,14 +102,8 @@ def stop_worker() -> None:
     """Stops the worker if one is running; safe to call any number of times."""
     global _worker
     process, _worker = _worker, None
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process is not None:
+        child_processes.stop(process, timeout=10)
 
 
 def worker_pid() -> int | None:

@@ -25,6 +25,7 @@ import urllib.request
 import pytest
 import yaml
 
+from experiments.core import child_processes
 from experiments.core.paths import CACHE_DIR, REPO_ROOT
 
 RATES = (0.05, 0.1)
@@ -125,11 +126,6 @@ def test_tensorboard_hparams_lists_every_trial(sweep: str, tmp_path) -> None:
                            capture_output=True, timeout=120, check=True)
             assert os.path.getsize(shot) > 10_000
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        child_processes.stop(server, timeout=30)
         log.close()
     assert server.poll() is not None  # nothing left running
