@@ -92,7 +92,7 @@ def test_ditto_personal_models_match_numpy(tff_worker, emnist_dir: str) -> None:
 
     # The evaluator scores each client's own model on its own test data.
     scorer = personalization.Personalizer(task, 0, config.client_batch_size,
-                                          config.client_learning_rate, config.seed)
+                                          config.client_learning_rate, config.seed, own=True)
     records = {r["client_id"]: r for r in scorer.client_scores(trainer.model_weights(state),
                                                                 own)}
     for index, (v_w, v_b) in personal.items():
@@ -203,3 +203,19 @@ def test_ditto_keeps_the_global_models_dp_path() -> None:
 def test_too_many_local_layers_are_refused(tff_worker, emnist_dir: str) -> None:
     with pytest.raises(UsageError, match=r"--local_layers=3 must be in 1\.\.2"):
         _trainer(emnist_dir, model="2nn", local_layers=3)
+
+
+def test_rows_carry_exactly_the_columns_of_their_run(emnist_dir: str) -> None:
+    """A row has the 'own' columns only when the run keeps clients' models (a fine-tuning
+    run without them once wrote personal_own_clients into a layout without it)."""
+    from tasks import registry
+
+    config = ExperimentConfig(data_dir=emnist_dir, model="logistic")
+    task = registry.get(config.task, config.task_config())
+    weights = task.build_model(0).get_weights()
+    for own, steps in ((False, 2), (True, 2), (True, 0)):
+        scorer = personalization.Personalizer(task, steps, 4, 0.1, 0, own=own)
+        row = scorer.row(scorer.client_scores(weights, {}))
+        expected = set(personalization.columns(steps, task.scoring, own))
+        assert set(row) == expected - {c for c in expected if "_own_" in c and
+                                       not c.endswith("clients")}, (own, steps)

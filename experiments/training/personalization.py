@@ -95,9 +95,11 @@ class Personalizer:
     """Fine-tunes copies of a global model on each test client's training data."""
 
     def __init__(self, task: Task, steps: int, batch_size: int, learning_rate: float,
-                 seed: int):
+                 seed: int, own: bool = False):
+        """`own`: training leaves clients models of their own, so rows carry the 'own'
+        columns (`columns(..., own=True)`), even before any client has one."""
         self._task, self._steps, self._batch = task, steps, batch_size
-        self._seed = seed
+        self._seed, self._own = seed, own
         self._scoring = task.scoring
         train_ids = set(task.train_data.client_ids)
         self.clients = [c for c in task.test_data.client_ids if c in train_ids]
@@ -154,7 +156,7 @@ class Personalizer:
         row = {"personal_clients": len(records)}
         for when in ("before", "after", "own"):
             values = np.array([r[when] for r in records if r[when] != ""])
-            if when == "own":
+            if when == "own" and self._own:
                 row["personal_own_clients"] = len(values)
             if len(values):
                 row.update({f"personal_{primary}_{when}_{k}": v
@@ -209,5 +211,6 @@ def wrap(evaluator, task: Task, settings: PersonalizationSettings,
         return evaluator
     personalizer = Personalizer(task, settings.personalization_steps,
                                 task.config.client_batch_size,
-                                fine_tuning_rate(settings, client_learning_rate), seed)
+                                fine_tuning_rate(settings, client_learning_rate), seed,
+                                own=settings.keeps_personal_models)
     return PersonalizingEvaluator(evaluator, personalizer, folder)
