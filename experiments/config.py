@@ -197,13 +197,19 @@ def _validate_second_upload(config: ExperimentConfig) -> None:
     if name == "scaffold":
         checks.append(("server_optimizer", "sgd", "its server step is SGD at "
                        "--server_learning_rate"))
+    _require_own_round(config, f"--algorithm={name}", checks, "it replaces the model "
+                                                              "update only")
+
+
+def _require_own_round(config: ExperimentConfig, who: str,
+                       checks: list[tuple[str, str, str]], outlier_reason: str) -> None:
+    """An algorithm that runs its round outside the aggregator chain: each (flag, the
+    only value it takes, why) holds, and no outlier replaces whole updates."""
     for flag, plain, why in checks:
         value = getattr(config, flag)
-        _require(value == plain, f"--algorithm={name} needs --{flag}={plain} (got {value}): "
-                                 f"{why}")
+        _require(value == plain, f"{who} needs --{flag}={plain} (got {value}): {why}")
     _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
-             f"--algorithm={name} cannot take --outlier_kind=scaled_random (it replaces "
-             f"the model update only)")
+             f"{who} cannot take --outlier_kind=scaled_random ({outlier_reason})")
 
 
 def _validate_kept_models(config: ExperimentConfig) -> None:
@@ -225,15 +231,12 @@ def _validate_kept_models(config: ExperimentConfig) -> None:
     _require(config.algorithm in ("fedavg", "fedavg_unweighted"),
              f"--local_layers needs --algorithm=fedavg or fedavg_unweighted (got "
              f"{config.algorithm})")
-    for flag, plain in (("dp", "none"), ("aggregator", "mean"), ("compression", "none"),
-                        ("server_optimizer", "sgd")):
-        value = getattr(config, flag)
-        _require(value == plain,
-                 f"--local_layers needs --{flag}={plain} (got {value}): its round (shared "
-                 f"layers up, SGD at the server) runs outside the aggregator chain")
-    _require(not (config.outlier_fraction > 0 and config.outlier_kind == "scaled_random"),
-             "--local_layers cannot take --outlier_kind=scaled_random (it replaces whole "
-             "updates)")
+    why = "its round (shared layers up, SGD at the server) runs outside the aggregator chain"
+    _require_own_round(config, "--local_layers",
+                       [(flag, plain, why) for flag, plain in (
+                           ("dp", "none"), ("aggregator", "mean"), ("compression", "none"),
+                           ("server_optimizer", "sgd"))],
+                       "it replaces whole updates")
 
 
 def _validate_dp(config: ExperimentConfig) -> None:
