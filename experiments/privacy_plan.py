@@ -4,6 +4,7 @@
         --population=3400 --total_rounds=1500 [--delta=D]
     ./run.sh privacy --target_epsilon=8 --clients_per_round=50 \\
         --population=3400 --total_rounds=1500
+    ./run.sh privacy --dp=distributed --dimension=199210 --num_bits=16 ...
 
 Uses the same accounting module as training (`experiments.privacy.accounting`), so the
 numbers are the ones a run would write to metrics.csv.
@@ -15,6 +16,8 @@ from absl import flags
 
 from experiments.core import binary, errors, stops
 from experiments.privacy import accounting
+from experiments.privacy.discrete_gaussian import Encoding
+from experiments.privacy.settings import ROTATION_TYPES, DpSettings
 
 flags.DEFINE_float("noise_multiplier", None, "Gaussian noise std / clip.")
 flags.DEFINE_float("target_epsilon", None, "Find the smallest noise multiplier reaching this.")
@@ -24,11 +27,36 @@ flags.DEFINE_integer("total_rounds", 100, "Rounds of training.")
 flags.DEFINE_float("delta", 0.0, "delta (0: 1 / population^1.1).")
 flags.DEFINE_enum("dp", "fixed", accounting.MECHANISMS, "DP mechanism.")
 flags.DEFINE_enum("client_sampling", "uniform", accounting.SAMPLINGS, "Client sampling.")
+# --dp=distributed: its encoding (experiments.privacy.discrete_gaussian), as in training.
+flags.DEFINE_integer("dimension", 0, "distributed: the model's trainable parameters.")
+flags.DEFINE_float("clip", DpSettings.clip, "distributed: L2 clip of each update.")
+flags.DEFINE_integer("num_bits", DpSettings.num_bits, "distributed: field bits.")
+flags.DEFINE_float("beta", DpSettings.beta, "distributed: conditional rounding bias.")
+flags.DEFINE_float("k_stddevs", DpSettings.k_stddevs, "distributed: stddevs fitted.")
+flags.DEFINE_enum("rotation_type", DpSettings.rotation_type, ROTATION_TYPES,
+                  "distributed: rotation.")
 FLAGS = flags.FLAGS
 
 
 def _format(value: float | None) -> str:
     return "n/a (PLD has no event for this sampling)" if value is None else f"{value:.4f}"
+
+
+def _encoding() -> Encoding:
+    """The distributed mechanism's encoding from the flags (checked as training does)."""
+    if FLAGS.dimension < 1:
+        raise errors.UsageError("--dp=distributed needs --dimension, the model's trainable "
+                                "parameters (>= 1)")
+    if not (1 <= FLAGS.num_bits <= 32 and 0 <= FLAGS.beta < 1 and FLAGS.k_stddevs > 0
+            and 2 ** (2 * FLAGS.num_bits) > FLAGS.clients_per_round * FLAGS.k_stddevs ** 2):
+        raise errors.UsageError(
+            f"--num_bits={FLAGS.num_bits} (1..32), --beta={FLAGS.beta} ([0, 1)) and "
+            f"--k_stddevs={FLAGS.k_stddevs} (> 0) must fit {FLAGS.clients_per_round} "
+            f"clients per round")
+    return Encoding(clip=FLAGS.clip, noise_multiplier=FLAGS.noise_multiplier or 0.0,
+                    clients=FLAGS.clients_per_round, bits=FLAGS.num_bits, beta=FLAGS.beta,
+                    k_stddevs=FLAGS.k_stddevs, rotation=FLAGS.rotation_type,
+                    dimension=FLAGS.dimension)
 
 
 def plan() -> str:
@@ -43,7 +71,8 @@ def plan() -> str:
         kind=FLAGS.dp, noise_multiplier=FLAGS.noise_multiplier or 0.0,
         clients_per_round=FLAGS.clients_per_round, population=FLAGS.population,
         sampling=FLAGS.client_sampling,
-        delta=FLAGS.delta or accounting.default_delta(FLAGS.population))
+        delta=FLAGS.delta or accounting.default_delta(FLAGS.population),
+        encoding=_encoding() if FLAGS.dp == "distributed" else None)
     accounting.check(m)
     lines = []
     rounds = FLAGS.total_rounds

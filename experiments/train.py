@@ -19,24 +19,30 @@ from experiments.core.settings import pick
 from experiments.privacy import accounting, canaries
 from experiments.privacy.settings import CanarySettings, DpSettings
 from experiments.simulation import participation
-from experiments.training import loop, personalization, trainers
+from experiments.training import federated_trainer, loop, personalization, trainers
 from experiments.training.evaluation import Evaluator
 from experiments.training.personalization import PersonalizationSettings
 from tasks import registry
+from tasks.task import Task
 
 config_lib.define_flags()
 
 
-def _resolve_privacy(config: config_lib.ExperimentConfig, client_ids: list[str]
+def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
                      ) -> config_lib.ExperimentConfig:
     """Fills in delta and a calibrated noise multiplier, and says what was chosen.
 
     Both are computed on the population the trainer samples from: the training
     clients less the non-participants (or the simulated deployment's).
     """
+    client_ids = task.train_data.client_ids
     population = len(participation.federated_clients(config.non_participants, client_ids))
+    # Only the distributed mechanism's accounting depends on the model's size.
+    dimension = (federated_trainer.trainable_parameters(task.build_model(config.seed))
+                 if config.dp == "distributed" else 0)
     dp = accounting.resolve(pick(DpSettings, config), config.clients_per_round,
-                            config.client_sampling, population, config.total_rounds)
+                            config.client_sampling, population, config.total_rounds,
+                            **federated_trainer.accounting_scope(config, dimension))
     resolved = dataclasses.replace(config, delta=dp.delta, noise_multiplier=dp.noise_multiplier)
     if config.target_epsilon > 0:
         print(f"noise_multiplier {resolved.noise_multiplier:.4f} reaches epsilon "
@@ -51,7 +57,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
         task = registry.get(config.task, config.task_config())
         task = canaries.insert(task, pick(CanarySettings, config), config.seed)  # audit
         if config.algorithm not in ("centralized", "local"):
-            config = _resolve_privacy(config, task.train_data.client_ids)
+            config = _resolve_privacy(config, task)
         trainer_cls = trainers.trainer_class(config.algorithm)
         trainer = trainer_cls(config, task)
         personal = pick(PersonalizationSettings, config)

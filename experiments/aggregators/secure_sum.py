@@ -57,6 +57,11 @@ def modulus_bits(bits: int, num_clients: int) -> int:
     return bits + max(1, math.ceil(math.log2(max(num_clients, 2))))
 
 
+def dropped_count(fraction: float, num_clients: int) -> int:
+    """Clients of a round of n that drop after sharing keys (--secagg_dropout)."""
+    return int(round(fraction * num_clients))
+
+
 def threshold_count(fraction: float, num_clients: int) -> int:
     """t of the t-of-n sharing for a threshold given as a fraction of the cohort."""
     return min(num_clients, max(1, math.ceil(fraction * num_clients - 1e-9)))
@@ -222,7 +227,7 @@ class _Client:
 
 def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
         drop_before_input: Sequence[int] = (), drop_before_unmask: Sequence[int] = (),
-        arrive_late: Sequence[int] = ()) -> Outcome:
+        arrive_late: Sequence[int] = (), modulus: int | None = None) -> Outcome:
     """One round of the protocol over n clients' signed integer vectors.
 
     `inputs[u]` are client u's quantised values (each in b bits, signed).
@@ -233,10 +238,12 @@ def run(inputs: Sequence[np.ndarray], bits: int, threshold: int, seed: int,
     masked input after the server closed that round: they are treated as dropped
     (their pairwise masks are recovered) and their input is not in the sum, but
     the server holds it (`Outcome.view`). Raises SecureAggregationError when
-    fewer than `threshold` clients remain for a round.
+    fewer than `threshold` clients remain for a round. `modulus` fixes the field
+    to 2^modulus bits, where the inputs are already residues meant to wrap
+    (distributed DP); by default it is widened so that the sum never wraps.
     """
     n, size = len(inputs), int(np.size(inputs[0])) if len(inputs) else 0
-    m = modulus_bits(bits, n)
+    m = modulus or modulus_bits(bits, n)
     rng = np.random.default_rng([seed, 0x5EC])
     cost = Cost()
     _need(n, threshold, "started")

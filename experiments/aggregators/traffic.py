@@ -5,7 +5,8 @@ the compression aggregator broadcasts (its 32-bit round counter; for
 `--compression=tff`, TFF's encoder parameters). Up: without compression a
 float32 update of every trainable weight; with compression the encoded
 payload, counted by the aggregator from the payload tensors themselves
-(`experiments.aggregators.compression`), averaged over the round's clients. Weighted
+(`experiments.aggregators.compression`), averaged over the round's clients; with
+distributed DP the rotated, padded vector of b-bit integers the secure sum adds. Weighted
 algorithms add one float32 weight per client. metrics.csv gets
 `bits_down_per_client`, `bits_up_per_client`, `compression_factor` (float32
 upload / actual upload) and, as before, the same in bytes.
@@ -59,9 +60,11 @@ class Traffic:
     @classmethod
     def for_model(cls, algorithm: str, settings: CompressionSettings,
                   trainable: Sequence[np.ndarray], non_trainable: Sequence[np.ndarray],
-                  server_optimizer: str = "sgd", local_floats: int = 0) -> Traffic:
+                  server_optimizer: str = "sgd", local_floats: int = 0,
+                  integers: tuple[int, int] | None = None) -> Traffic:
         """The traffic of `algorithm` with `settings` for a model with these weights;
-        `local_floats` of the trainable weights stay on the clients (local layers)."""
+        `local_floats` of the trainable weights stay on the clients (local layers);
+        `integers` (bits, count): the update travels as that many b-bit integers."""
         if algorithm == "centralized":
             return cls(0, 0, 0)
         shapes = [tuple(np.shape(w)) for w in trainable]
@@ -77,6 +80,9 @@ class Traffic:
             vector = _FLOAT32_BITS * sum(int(np.prod(s)) for s in shapes)
             return cls(model + down * vector, float32_up + up * vector,
                        float32_up + up * vector, weight)
+        if integers:  # distributed DP: no compression, no weights (both refused with it)
+            bits, count = integers
+            return cls(model, bits * count, float32_up)
         if settings.compression == "none":
             return cls(model, float32_up, float32_up, weight)
         if settings.compression == "tff":

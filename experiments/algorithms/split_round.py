@@ -26,6 +26,9 @@ import tensorflow_federated as tff
 from experiments.aggregators import secure_sum as secagg
 from experiments.algorithms import builder
 from experiments.config import ExperimentConfig
+from experiments.core.settings import pick
+from experiments.privacy import discrete_gaussian
+from experiments.privacy.settings import DpSettings
 from experiments.simulation.outliers import Outliers
 from tasks.task import Task
 
@@ -80,32 +83,68 @@ class SplitProcess:
         return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
     def _secure_mean(self, updates: list, round_num: int) -> tuple[list, dict]:
-        """Quantise, run the protocol (with dropouts), decode the survivors' mean."""
+        """Encode, run the protocol (with dropouts), decode the survivors' mean.
+
+        Without DP each update is clipped per coordinate and quantised (the field
+        widened so that the sum never wraps); with --dp=distributed each client adds
+        its discrete Gaussian share (experiments.privacy.discrete_gaussian).
+        """
         cfg = self._config
         n = len(updates)
         shapes = [np.shape(u) for u in updates[0]]
-        inputs = []
-        for k, update in enumerate(updates):
-            flat = np.concatenate([np.ravel(u) for u in update])
-            rng = np.random.default_rng([cfg.seed, _STREAM, round_num, k])
-            inputs.append(secagg.quantise(flat, cfg.secagg_bits, cfg.secagg_range, rng))
+        flats = [np.concatenate([np.ravel(u) for u in update]) for update in updates]
         rng = np.random.default_rng([cfg.seed, _STREAM, round_num])
-        dropped = rng.choice(n, size=int(round(cfg.secagg_dropout * n)), replace=False)
-        outcome = secagg.run(inputs, cfg.secagg_bits,
-                             secagg.threshold_count(cfg.secagg_threshold, n),
-                             seed=cfg.seed * 1_000_003 + round_num,
-                             drop_before_input=sorted(int(d) for d in dropped))
-        mean = secagg.dequantise(outcome.total, cfg.secagg_bits, cfg.secagg_range)
-        mean = (mean / len(outcome.included)).astype(np.float32)
+        dropped = sorted(int(d) for d in rng.choice(
+            n, size=secagg.dropped_count(cfg.secagg_dropout, n), replace=False))
+        threshold = secagg.threshold_count(cfg.secagg_threshold, n)
+        seed = cfg.seed * 1_000_003 + round_num
+        if cfg.dp == "distributed":
+            total, outcome, extra = self._distributed_sum(flats, round_num, dropped,
+                                                          threshold, seed)
+        else:
+            total, outcome, extra = self._quantised_sum(flats, round_num, dropped,
+                                                        threshold, seed)
+        mean = (total / len(outcome.included)).astype(np.float32)
         parts = np.split(mean, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
-        size = mean.size
         upload = outcome.cost.mean_upload_bits()
         return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)], {
             "secagg_survivors": len(outcome.included),
             "secagg_bits_up_per_client": upload,
-            "secagg_extra_bits_up_per_client": upload - secagg.float_upload_bits(size),
-            "secagg_messages": outcome.cost.messages,
+            "secagg_extra_bits_up_per_client": upload - secagg.float_upload_bits(mean.size),
+            "secagg_messages": outcome.cost.messages, **extra,
         }
+
+    def _quantised_sum(self, flats: list, round_num: int, dropped: list, threshold: int,
+                       seed: int) -> tuple[np.ndarray, secagg.Outcome, dict]:
+        """The decoded sum of the surviving clients' quantised updates (no DP)."""
+        cfg = self._config
+        inputs = [secagg.quantise(flat, cfg.secagg_bits, cfg.secagg_range,
+                                  np.random.default_rng([cfg.seed, _STREAM, round_num, k]))
+                  for k, flat in enumerate(flats)]
+        outcome = secagg.run(inputs, cfg.secagg_bits, threshold, seed=seed,
+                             drop_before_input=dropped)
+        return secagg.dequantise(outcome.total, cfg.secagg_bits, cfg.secagg_range), outcome, {}
+
+    def _distributed_sum(self, flats: list, round_num: int, dropped: list, threshold: int,
+                         seed: int) -> tuple[np.ndarray, secagg.Outcome, dict]:
+        """The decoded sum of the surviving clients' discrete-Gaussian encodings, and
+        the fraction of coordinates whose noisy sum wrapped around the b-bit field."""
+        cfg = self._config
+        encoding = discrete_gaussian.encoding_of(pick(DpSettings, cfg), cfg.clients_per_round,
+                                                 flats[0].size)
+        diagonal = discrete_gaussian.signs((cfg.seed, _STREAM, round_num, 1), encoding.padded)
+        inputs, unwrapped = [], []
+        for k, flat in enumerate(flats):
+            rng = np.random.default_rng([cfg.seed, _STREAM, round_num, k, 1])
+            wrapped, noisy = discrete_gaussian.encode(flat, encoding, diagonal, rng)
+            inputs.append(wrapped)
+            unwrapped.append(noisy)
+        outcome = secagg.run(inputs, encoding.bits, threshold, seed=seed,
+                             drop_before_input=dropped, modulus=encoding.bits)
+        exact = np.sum([unwrapped[u] for u in outcome.included], axis=0)
+        wrapped = float(np.mean(discrete_gaussian.wrap(exact, encoding.bits) != exact))
+        return discrete_gaussian.decode(outcome.total, encoding, diagonal), outcome, {
+            "ddp_wrapped_fraction": wrapped}
 
 
 def needed(config: ExperimentConfig, outliers: Outliers) -> bool:

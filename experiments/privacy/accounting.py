@@ -21,6 +21,9 @@ the mechanism actually run, with these assumptions (see README):
   is per client against the server, which sees who takes part, so there is no
   sampling amplification: the Gaussian (sensitivity 2*clip) is composed over
   the most rounds any client has joined so far.
+* `distributed`: the distributed discrete Gaussian over a secure sum, accounted
+  by experiments.privacy.distributed_accounting (uniform sampling only) from
+  the encoding actually used and the noise shares that reached each round's sum.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import numpy as np
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from experiments.core.errors import UsageError
+from experiments.privacy import distributed_accounting
+from experiments.privacy.discrete_gaussian import Encoding, encoding_of
 from experiments.privacy.settings import DpSettings
 
-MECHANISMS = ("fixed", "adaptive", "tree", "local")
+MECHANISMS = ("fixed", "adaptive", "tree", "local", "distributed")
 SAMPLINGS = ("uniform", "poisson", "cyclic")
 _ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
                 + [128, 256, 512, 1024])
@@ -61,6 +66,16 @@ class Mechanism:
     # A simulated deployment (--simulated_population): population and cohort are
     # the deployment's, not the clients the model was trained on.
     simulated: bool = False
+    # distributed: the clients' encoding (its noise multiplier is this mechanism's),
+    # and how many clients' noise shares reach each round's sum (0: the cohort).
+    encoding: Encoding | None = None
+    shares: int = 0
+
+    @property
+    def discrete(self) -> Encoding:
+        """The distributed mechanism's encoding at this noise multiplier."""
+        assert self.encoding is not None, "only --dp=distributed has an encoding"
+        return dataclasses.replace(self.encoding, noise_multiplier=self.noise_multiplier)
 
     @property
     def q(self) -> float:
@@ -92,6 +107,20 @@ def check(m: Mechanism) -> None:
         raise UsageError("--dp=tree goes with --client_sampling=cyclic (each client at "
                          "most once per pass, as tree accounting assumes), and cyclic "
                          "with tree only")
+    if m.kind == "distributed":
+        _check_distributed(m)
+
+
+def _check_distributed(m: Mechanism) -> None:
+    if m.sampling != "uniform":
+        raise UsageError("--dp=distributed needs --client_sampling=uniform: with poisson "
+                         "the number of noise shares in the sum would differ between "
+                         "neighbouring data sets, which its accounting does not cover")
+    try:
+        distributed_accounting.check(m.discrete)
+    except ValueError as e:
+        raise UsageError(f"--dp=distributed: {e}; raise --noise_multiplier or "
+                         f"--num_bits") from None
 
 
 def _gaussian(m: Mechanism) -> dpa.GaussianDpEvent:
@@ -139,6 +168,9 @@ def epsilon_rdp(m: Mechanism, rounds: int, participations: int | None = None) ->
         return 0.0
     if m.noise_multiplier == 0:
         return math.inf
+    if m.kind == "distributed":
+        return distributed_accounting.epsilon(
+            m.discrete, {(m.population, m.shares or m.clients_per_round): rounds}, m.delta)
     if m.kind == "tree":
         rdp = _tree_rdp(m, rounds)
     else:
@@ -161,7 +193,8 @@ def _pld_one_round(m: Mechanism):
 
 def pld_supported(m: Mechanism) -> bool:
     """Whether dp-accounting's PLD accountant covers this mechanism."""
-    return m.kind == "local" or (m.sampling == "poisson" and m.kind != "tree")
+    return m.kind == "local" or (m.sampling == "poisson" and m.kind not in
+                                 ("tree", "distributed"))
 
 
 def epsilon_pld(m: Mechanism, rounds: int, participations: int | None = None
@@ -208,8 +241,8 @@ def calibrate(m: Mechanism, rounds: int, target_epsilon: float,
     return high
 
 
-def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population: int
-              ) -> Mechanism | None:
+def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population: int,
+              dimension: int = 0, shares: int = 0) -> Mechanism | None:
     """The accounted mechanism of a run's DP settings (None without --dp).
 
     Args:
@@ -217,6 +250,10 @@ def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population:
       clients_per_round: K, the cohort of a round (expected, for poisson).
       sampling: --client_sampling (uniform, poisson, cyclic).
       population: N, the clients the trainer samples from.
+      dimension: the model's trainable parameters (needed by --dp=distributed,
+        whose encoding depends on them).
+      shares: --dp=distributed: the clients whose noise share reaches each round's
+        sum (the cohort less the secure sum's dropouts; 0: the cohort).
 
     With --simulated_population the mechanism is the simulated deployment's:
     cohorts of --noise_cohort_size (else K) drawn from that population.
@@ -226,19 +263,22 @@ def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population:
     if dp.simulated_population:  # the deployment the run stands for
         population = dp.simulated_population
         clients_per_round = dp.noise_cohort_size or clients_per_round
+    encoding = (encoding_of(dp, clients_per_round, dimension) if dp.dp == "distributed"
+                else None)
     m = Mechanism(kind=dp.dp, noise_multiplier=dp.noise_multiplier,
                   clients_per_round=clients_per_round, population=population,
                   sampling=sampling, delta=dp.delta or default_delta(population),
-                  simulated=bool(dp.simulated_population))
+                  simulated=bool(dp.simulated_population), encoding=encoding,
+                  shares=shares)
     check(m)
     return m
 
 
 def resolve(dp: DpSettings, clients_per_round: int, sampling: str, population: int,
-            total_rounds: int) -> DpSettings:
+            total_rounds: int, dimension: int = 0, shares: int = 0) -> DpSettings:
     """The DP settings with delta and (for --target_epsilon) the noise multiplier filled in
     (arguments as for `mechanism`, over `total_rounds` rounds)."""
-    m = mechanism(dp, clients_per_round, sampling, population)
+    m = mechanism(dp, clients_per_round, sampling, population, dimension, shares)
     if m is None:
         return dp
     if dp.target_epsilon > 0:
@@ -287,10 +327,15 @@ def rdp_cohort(m: Mechanism, eligible: int, selected: int) -> np.ndarray:
 def epsilon_rdp_cohorts(m: Mechanism, cohorts: dict[tuple[int, int], int]) -> float:
     """RDP epsilon of a central uniform mechanism over rounds of varying cohorts.
 
-    `cohorts` maps (eligible n_t, selected k_t) to the number of rounds with it.
+    `cohorts` maps (eligible n_t, selected k_t) to the number of rounds with it;
+    for --dp=distributed k_t counts the clients whose noise share reached the sum.
     """
     if not any(count for (_, k), count in cohorts.items() if k):
         return 0.0
+    if m.kind == "distributed":
+        return distributed_accounting.epsilon(m.discrete, {
+            (cohort_bucket(m.population, n), k): count for (n, k), count in cohorts.items()},
+            m.delta)
     if m.noise_multiplier == 0:
         return math.inf
     rdp = sum(count * rdp_cohort(m, n, k) for (n, k), count in cohorts.items())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from experiments.core.settings import setting
 
-DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local")
+DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local", "distributed")
+ROTATION_TYPES = ("hd", "dft")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,7 +16,9 @@ class DpSettings:
     """User-level differential privacy (on --algorithm=fedavg_unweighted)."""
 
     dp: str = setting("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
-                      "clip (Andrew et al. 2021), tree (DP-FTRL), local.", DP_MECHANISMS)
+                      "clip (Andrew et al. 2021), tree (DP-FTRL), local, distributed "
+                      "(discrete Gaussian shares over a secure sum, Kairouz et al. 2021).",
+                      DP_MECHANISMS)
     noise_multiplier: float = setting(0.0, "Gaussian noise std as a multiple of the clip.")
     clip: float = setting(1.0, "L2 clip of each client update (fixed, tree, local).")
     initial_clip: float = setting(0.1, "Adaptive clipping: initial clip.")
@@ -32,6 +36,16 @@ class DpSettings:
         0, "Noise as if each round averaged this many clients: std noise_multiplier x "
         "clip / noise_cohort_size on the average update (0: --clients_per_round). Needs "
         "--simulated_population.")
+    # --dp=distributed (experiments.privacy.discrete_gaussian); names and defaults
+    # as google-research/federated's distributed_dp.
+    num_bits: int = setting(16, "distributed: bits per coordinate of the secure sum's "
+                            "modular field (the noisy sum of the cohort must fit).")
+    beta: float = setting(math.exp(-0.5), "distributed: conditional randomized rounding "
+                          "bias in [0, 1) (0: plain stochastic rounding).")
+    k_stddevs: float = setting(4.0, "distributed: standard deviations of the noisy sum "
+                               "that the scaling fits into --num_bits.")
+    rotation_type: str = setting("hd", "distributed: random rotation before rounding "
+                                 "(hd: Walsh-Hadamard, dft: Fourier).", ROTATION_TYPES)
     simulated_population: int = setting(
         0, "The population the accountant assumes (0: the real training clients): "
         "epsilon is then that of a deployment sampling --noise_cohort_size of this many "

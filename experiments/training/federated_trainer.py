@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments.aggregators import traffic
+from experiments.aggregators import secure_sum, traffic
 from experiments.aggregators.settings import CompressionSettings
 from experiments.algorithms import client_state, local_layers, split_round
 from experiments.config import ExperimentConfig
@@ -50,6 +50,21 @@ def _dp_measurements(metrics) -> dict:
     return found
 
 
+def accounting_scope(config: ExperimentConfig, dimension: int) -> dict:
+    """What --dp=distributed's accounting needs besides the DP flags: the model's
+    trainable parameters and the clients whose noise share reaches each round's sum
+    (the secure sum loses --secagg_dropout of the cohort, and their shares)."""
+    k = config.clients_per_round
+    lost = (secure_sum.dropped_count(config.secagg_dropout, k)
+            if config.aggregator == "secure_sum" else 0)
+    return {"dimension": dimension, "shares": k - lost}
+
+
+def trainable_parameters(model: tf.keras.Model) -> int:
+    """d: the number of trainable parameters, the length of a client's update."""
+    return sum(int(np.size(w)) for w in model.trainable_weights)
+
+
 def client_datasets(task: Task, client_ids: list, chosen, seed: int,
                     round_num: int) -> list:
     """The chosen clients' training data for round `round_num`: the task's
@@ -86,13 +101,14 @@ class FederatedTrainer:
                 f"--clients_per_round={config.clients_per_round} exceeds the "
                 f"{len(self._client_ids)} training clients of --task={config.task}; "
                 f"use at most {len(self._client_ids)}")
-        self._mechanism = accounting.mechanism(pick(DpSettings, config), config.clients_per_round,
-                                               config.client_sampling, self.population)
+        keras_model = task.build_model(config.seed)
+        self._mechanism = accounting.mechanism(
+            pick(DpSettings, config), config.clients_per_round, config.client_sampling,
+            self.population, **accounting_scope(config, trainable_parameters(keras_model)))
         self._participations = np.zeros(self.population, dtype=np.int64)
         self._failed = participation.failed_mask(config.failed_clients, self.population,
                                                    config.seed)
         self._counted_through = 0
-        keras_model = task.build_model(config.seed)
         self._initial_weights = tff.learning.models.ModelWeights.from_model(keras_model)
         resources.check_round(
             config.clients_per_round, [task.train_data.num_examples(c) for c in self._client_ids],
@@ -113,7 +129,9 @@ class FederatedTrainer:
             config.server_optimizer, local_floats=sum(
                 int(np.size(keras_model.trainable_weights[k]))
                 for k in (local_layers.local_indices(keras_model, config.local_layers)
-                          if config.local_layers else [])))
+                          if config.local_layers else [])),
+            integers=(self._mechanism.discrete.bits, self._mechanism.discrete.padded)
+            if config.dp == "distributed" else None)
         # Eligibility, dropout, stragglers, over-selection (experiments.simulation.population).
         self._population = population.Population(
             pick(population.PopulationSettings, config),

@@ -21,9 +21,11 @@ TRAIN_COLUMNS = (
 )
 PRIVACY_COLUMNS = ("epsilon_rdp", "epsilon_pld", "dp_delta", "accounted_population",
                    "accounted_cohort", "dp_clip")
-# Outlier clients and secure aggregation's cost (experiments.simulation.outliers, .split_round).
+# Outlier clients and secure aggregation's cost (experiments.simulation.outliers,
+# .split_round); with --dp=distributed the share of coordinates whose sum wrapped.
 SECAGG_COLUMNS = ("outlier_clients", "secagg_survivors", "secagg_bits_up_per_client",
-                  "secagg_extra_bits_up_per_client", "secagg_messages")
+                  "secagg_extra_bits_up_per_client", "secagg_messages",
+                  "ddp_wrapped_fraction")
 # Exact per-client traffic (experiments.aggregators.traffic); bytes_* stay in TRAIN_COLUMNS.
 COMMUNICATION_COLUMNS = ("bits_down_per_client", "bits_up_per_client", "compression_factor")
 # Eligible / selected / reporting clients and simulated round time
