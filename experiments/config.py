@@ -100,6 +100,12 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+def resumable(config: ExperimentConfig) -> frozenset:
+    """RESUMABLE_FIELDS for this run: --dp=banded_mf's noise follows a strategy
+    optimised for --total_rounds, so its runs cannot be extended."""
+    return RESUMABLE_FIELDS - ({"total_rounds"} if config.dp == "banded_mf" else set())
+
+
 def defaults() -> dict:
     """Every setting's default, as recorded in hparams.json."""
     return ExperimentConfig().as_dict()

@@ -135,7 +135,8 @@ def _validate_dp(config: ExperimentConfig) -> None:
             _require(getattr(config, name) == 0,
                      f"--{name} needs a DP mechanism: set --dp=fixed|adaptive|tree|local")
         _require(config.client_sampling != "cyclic",
-                 "--client_sampling=cyclic goes with --dp=tree")
+                 "--client_sampling=cyclic goes with --dp=tree or banded_mf")
+        _require(config.bands == type(config).bands, "--bands only applies to --dp=banded_mf")
         return
     _require(config.algorithm == "fedavg_unweighted",
              f"--dp={config.dp} needs --algorithm=fedavg_unweighted (got "
@@ -152,9 +153,16 @@ def _validate_dp(config: ExperimentConfig) -> None:
              f"--target_epsilon={config.target_epsilon} must be a finite number > 0")
     _require(config.target_epsilon == 0 or config.noise_multiplier == 0,
              "--target_epsilon and --noise_multiplier are alternatives; give one")
-    _require((config.dp == "tree") == (config.client_sampling == "cyclic"),
-             "--dp=tree needs --client_sampling=cyclic (each client at most once per "
-             "pass, as tree accounting assumes), and cyclic goes with tree only")
+    _require((config.dp in ("tree", "banded_mf")) == (config.client_sampling == "cyclic"),
+             "--dp=tree and --dp=banded_mf need --client_sampling=cyclic (each client at "
+             "most once per pass, as their accounting assumes), and cyclic goes with them "
+             "only")
+    _require(config.dp == "banded_mf" or config.bands == type(config).bands,
+             "--bands only applies to --dp=banded_mf")
+    _require(config.bands >= 1, f"--bands={config.bands} must be a positive integer")
+    _require(config.dp != "banded_mf" or config.simulated_population == 0,
+             "--simulated_population cannot be combined with --dp=banded_mf (its strategy "
+             "follows the real clients' cyclic participation)")
     _validate_simulated_deployment(config)
     _validate_distributed(config)
 

@@ -65,7 +65,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
             config.root_output_dir, config.name(), config.as_dict(),
             loop.columns(task.scoring, personalization.columns(
                 config.personalization_steps, task.scoring, personal.keeps_personal_models)),
-            overwrite=config.overwrite, resumable=config_lib.RESUMABLE_FIELDS,
+            overwrite=config.overwrite, resumable=config_lib.resumable(config),
             data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults())
         evaluator = personalization.wrap(
             Evaluator(task, config.seed), task, personal,

@@ -24,6 +24,8 @@ from experiments.aggregators import compression, robust
 from experiments.aggregators.settings import AggregatorSettings, CompressionSettings
 from experiments.core.errors import UsageError
 from experiments.core.settings import pick
+from experiments.privacy import banded_strategy
+from experiments.privacy.correlated_noise import BandedNoiseFactory
 from experiments.privacy.local_dp import LocalGaussianFactory
 from experiments.privacy.settings import DpSettings
 
@@ -37,15 +39,24 @@ class ChainSettings:
     aggregator: AggregatorSettings
     weighted: bool  # example-weighted mean (FedAvg) rather than unweighted
     clients_per_round: int  # the expected cohort, by which TFF's DP factories normalise
-    seed: int  # seeds the clients' compression randomness
+    seed: int  # seeds the clients' compression randomness (and banded_mf's noise)
+    strategy: tuple[float, ...] = ()  # banded_mf: the Toeplitz coefficients c_0..c_{b-1}
 
     @classmethod
-    def of(cls, config: Any) -> ChainSettings:
-        """The chain's settings from a run's flags (an ExperimentConfig)."""
+    def of(cls, config: Any, population: int = 0) -> ChainSettings:
+        """The chain's settings from a run's flags (an ExperimentConfig); `population`,
+        the clients sampled from, sets banded_mf's participation separation N // K."""
+        strategy = ()
+        if config.dp == "banded_mf":
+            if population < config.clients_per_round:
+                raise ValueError("--dp=banded_mf needs the population sampled from")
+            strategy = tuple(banded_strategy.strategy(
+                config.total_rounds, config.bands, population // config.clients_per_round))
         return cls(pick(DpSettings, config), pick(CompressionSettings, config),
                    pick(AggregatorSettings, config),
                    weighted=config.algorithm != "fedavg_unweighted",
-                   clients_per_round=config.clients_per_round, seed=config.seed)
+                   clients_per_round=config.clients_per_round, seed=config.seed,
+                   strategy=strategy)
 
 
 def noise_scale(dp: DpSettings, clients_per_round: int) -> float:
@@ -149,6 +160,8 @@ def build(settings: ChainSettings, weight_specs=None):
     if dp.dp == "tree":
         return factories.tree_aggregation(noise_multiplier=central_z, clients_per_round=k,
                                           l2_norm_clip=clip, record_specs=weight_specs)
+    if dp.dp == "banded_mf":
+        return BandedNoiseFactory(clip, central_z, k, settings.strategy, settings.seed)
     if dp.dp == "local":
         return LocalGaussianFactory(clip, z)
     raise ValueError(f"unknown --dp={dp.dp}")

@@ -45,9 +45,9 @@ def _server(config: ExperimentConfig) -> tff.learning.optimizers.Optimizer:
     return server_optimizer.build(pick(ServerOptimizerSettings, config))
 
 
-def _aggregator(config: ExperimentConfig, weight_specs: list):
+def _aggregator(config: ExperimentConfig, weight_specs: list, population: int = 0):
     """The aggregator chain's factory (None: TFF's default mean)."""
-    return chain.build(chain.ChainSettings.of(config), weight_specs)
+    return chain.build(chain.ChainSettings.of(config, population), weight_specs)
 
 
 class FedAvgParts(NamedTuple):
@@ -59,10 +59,11 @@ class FedAvgParts(NamedTuple):
     finalizer: tff.learning.templates.FinalizerProcess
 
 
-def fedavg_parts(config: ExperimentConfig, task: Task) -> FedAvgParts:
+def fedavg_parts(config: ExperimentConfig, task: Task, population: int = 0) -> FedAvgParts:
     """The pieces of FedAvg/FedProx (initial weights, client work, model
     aggregation, server finalizer), shared by the composed process and the
-    split round (`experiments.algorithms.split_round`)."""
+    split round (`experiments.algorithms.split_round`); `population`: the
+    clients sampled from (banded_mf's strategy depends on it)."""
     keras_model = task.build_model(config.seed)
     trainable = [w.numpy() for w in keras_model.trainable_weights]
     non_trainable = [w.numpy() for w in keras_model.non_trainable_weights]
@@ -80,7 +81,8 @@ def fedavg_parts(config: ExperimentConfig, task: Task) -> FedAvgParts:
     proximal = config.proximal_strength if config.algorithm == "fedprox" else 0.0
     work = client_work.build(task, config.seed, config.client_learning_rate, weighting,
                              proximal)
-    factory = _aggregator(config, [tf.TensorSpec(w.shape, w.dtype) for w in trainable])
+    factory = _aggregator(config, [tf.TensorSpec(w.shape, w.dtype) for w in trainable],
+                          population)
     if weighted:
         factory = factory or tff.aggregators.MeanFactory()
     else:
@@ -130,7 +132,7 @@ def build(config: ExperimentConfig, task: Task, population: int = 0):
             model_aggregator=_aggregator(config, _weight_specs(task, config.seed)))
     if config.algorithm not in ("fedavg", "fedavg_unweighted", "fedprox"):
         raise ValueError(f"{config.algorithm} is not a federated algorithm")
-    return compose(fedavg_parts(config, task))
+    return compose(fedavg_parts(config, task, population))
 
 
 def _mime_lite(config: ExperimentConfig, task: Task) -> tff.learning.templates.LearningProcess:

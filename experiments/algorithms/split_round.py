@@ -156,7 +156,7 @@ def build(config: ExperimentConfig, task: Task, outliers: Outliers, population: 
     """`experiments.algorithms.builder.build`'s process, or a SplitProcess of the same parts
     when the config needs Python between client work and aggregation."""
     if needed(config, outliers):
-        return SplitProcess(builder.fedavg_parts(config, task), config, outliers)
+        return SplitProcess(builder.fedavg_parts(config, task, population), config, outliers)
     return builder.build(config, task, population)
 
 

@@ -21,6 +21,9 @@ the mechanism actually run, with these assumptions (see README):
   is per client against the server, which sees who takes part, so there is no
   sampling amplification: the Gaussian (sensitivity 2*clip) is composed over
   the most rounds any client has joined so far.
+* `banded_mf` (cyclic, like `tree`): DP-FTRL with a banded Toeplitz strategy
+  (experiments.privacy.banded_strategy), add-or-remove; the release up to
+  round t is one Gaussian mechanism of noise multiplier z / sens_t.
 * `distributed`: the distributed discrete Gaussian over a secure sum, accounted
   by experiments.privacy.distributed_accounting (uniform sampling only) from
   the encoding actually used and the noise shares that reached each round's sum.
@@ -37,11 +40,12 @@ import numpy as np
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from experiments.core.errors import UsageError
-from experiments.privacy import distributed_accounting
+from experiments.privacy import banded_strategy, distributed_accounting
 from experiments.privacy.discrete_gaussian import Encoding, encoding_of
 from experiments.privacy.settings import DpSettings
 
-MECHANISMS = ("fixed", "adaptive", "tree", "local", "distributed")
+MECHANISMS = ("fixed", "adaptive", "tree", "banded_mf", "local", "distributed")
+CYCLIC = ("tree", "banded_mf")  # the mechanisms that need cyclic participation
 SAMPLINGS = ("uniform", "poisson", "cyclic")
 _ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
                 + [128, 256, 512, 1024])
@@ -70,6 +74,9 @@ class Mechanism:
     # and how many clients' noise shares reach each round's sum (0: the cohort).
     encoding: Encoding | None = None
     shares: int = 0
+    # banded_mf: the strategy's band width and horizon (--total_rounds).
+    bands: int = 0
+    rounds: int = 0
 
     @property
     def discrete(self) -> Encoding:
@@ -103,12 +110,22 @@ def check(m: Mechanism) -> None:
     if not 1 <= m.clients_per_round <= m.population:
         raise UsageError(f"--clients_per_round={m.clients_per_round} must be between 1 "
                          f"and the population {m.population}")
-    if (m.kind == "tree") != (m.sampling == "cyclic"):
-        raise UsageError("--dp=tree goes with --client_sampling=cyclic (each client at "
-                         "most once per pass, as tree accounting assumes), and cyclic "
-                         "with tree only")
+    if (m.kind in CYCLIC) != (m.sampling == "cyclic"):
+        raise UsageError("--dp=tree and --dp=banded_mf go with --client_sampling=cyclic "
+                         "(each client at most once per pass, as their accounting "
+                         "assumes), and cyclic with them only")
     if m.kind == "distributed":
         _check_distributed(m)
+    if m.kind == "banded_mf" and not 1 <= m.bands <= m.rounds_per_pass:
+        raise UsageError(f"--bands={m.bands} must be between 1 and the {m.rounds_per_pass} "
+                         f"rounds between a client's participations (N // K = "
+                         f"{m.population} // {m.clients_per_round})")
+
+
+def banded_sensitivity(m: Mechanism, rounds: int) -> float:
+    """The banded strategy's sensitivity over the first `rounds` rounds (1 at the end)."""
+    c = banded_strategy.strategy(m.rounds, m.bands, m.rounds_per_pass)
+    return banded_strategy.sensitivity(c, m.rounds, m.rounds_per_pass, min(rounds, m.rounds))
 
 
 def _check_distributed(m: Mechanism) -> None:
@@ -173,6 +190,9 @@ def epsilon_rdp(m: Mechanism, rounds: int, participations: int | None = None) ->
             m.discrete, {(m.population, m.shares or m.clients_per_round): rounds}, m.delta)
     if m.kind == "tree":
         rdp = _tree_rdp(m, rounds)
+    elif m.kind == "banded_mf":
+        z = m.noise_multiplier / banded_sensitivity(m, rounds)
+        rdp = np.asarray([a / (2 * z ** 2) for a in _ORDERS])
     else:
         count = participations if m.kind == "local" else rounds
         if count == 0:
@@ -193,8 +213,8 @@ def _pld_one_round(m: Mechanism):
 
 def pld_supported(m: Mechanism) -> bool:
     """Whether dp-accounting's PLD accountant covers this mechanism."""
-    return m.kind == "local" or (m.sampling == "poisson" and m.kind not in
-                                 ("tree", "distributed"))
+    return m.kind in ("local", "banded_mf") or (m.sampling == "poisson" and m.kind not in
+                                                ("tree", "distributed"))
 
 
 def epsilon_pld(m: Mechanism, rounds: int, participations: int | None = None
@@ -207,6 +227,11 @@ def epsilon_pld(m: Mechanism, rounds: int, participations: int | None = None
         return 0.0
     if m.noise_multiplier == 0:
         return math.inf
+    if m.kind == "banded_mf":  # one Gaussian mechanism for the whole release
+        release = pld_lib.from_gaussian_mechanism(
+            m.noise_multiplier / banded_sensitivity(m, rounds),
+            value_discretization_interval=_PLD_DISCRETIZATION)
+        return float(release.get_epsilon_for_delta(m.delta))
     composed = _pld_one_round(m).self_compose(count)
     return float(composed.get_epsilon_for_delta(m.delta))
 
@@ -242,7 +267,7 @@ def calibrate(m: Mechanism, rounds: int, target_epsilon: float,
 
 
 def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population: int,
-              dimension: int = 0, shares: int = 0) -> Mechanism | None:
+              dimension: int = 0, shares: int = 0, rounds: int = 0) -> Mechanism | None:
     """The accounted mechanism of a run's DP settings (None without --dp).
 
     Args:
@@ -254,6 +279,7 @@ def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population:
         whose encoding depends on them).
       shares: --dp=distributed: the clients whose noise share reaches each round's
         sum (the cohort less the secure sum's dropouts; 0: the cohort).
+      rounds: --dp=banded_mf: the strategy's horizon, the run's --total_rounds.
 
     With --simulated_population the mechanism is the simulated deployment's:
     cohorts of --noise_cohort_size (else K) drawn from that population.
@@ -269,16 +295,19 @@ def mechanism(dp: DpSettings, clients_per_round: int, sampling: str, population:
                   clients_per_round=clients_per_round, population=population,
                   sampling=sampling, delta=dp.delta or default_delta(population),
                   simulated=bool(dp.simulated_population), encoding=encoding,
-                  shares=shares)
+                  shares=shares, bands=dp.bands if dp.dp == "banded_mf" else 0,
+                  rounds=rounds)
     check(m)
     return m
 
 
 def resolve(dp: DpSettings, clients_per_round: int, sampling: str, population: int,
-            total_rounds: int, dimension: int = 0, shares: int = 0) -> DpSettings:
+            total_rounds: int, dimension: int = 0, shares: int = 0, rounds: int = 0
+            ) -> DpSettings:
     """The DP settings with delta and (for --target_epsilon) the noise multiplier filled in
     (arguments as for `mechanism`, over `total_rounds` rounds)."""
-    m = mechanism(dp, clients_per_round, sampling, population, dimension, shares)
+    m = mechanism(dp, clients_per_round, sampling, population, dimension, shares,
+                  rounds or total_rounds)
     if m is None:
         return dp
     if dp.target_epsilon > 0:

@@ -7,7 +7,7 @@ import math
 
 from experiments.core.settings import setting
 
-DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "local", "distributed")
+DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "banded_mf", "local", "distributed")
 ROTATION_TYPES = ("hd", "dft")
 
 
@@ -16,7 +16,8 @@ class DpSettings:
     """User-level differential privacy (on --algorithm=fedavg_unweighted)."""
 
     dp: str = setting("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
-                      "clip (Andrew et al. 2021), tree (DP-FTRL), local, distributed "
+                      "clip (Andrew et al. 2021), tree (DP-FTRL), banded_mf (DP-FTRL with a "
+                      "banded matrix factorisation), local, distributed "
                       "(discrete Gaussian shares over a secure sum, Kairouz et al. 2021).",
                       DP_MECHANISMS)
     noise_multiplier: float = setting(0.0, "Gaussian noise std as a multiple of the clip.")
@@ -36,6 +37,8 @@ class DpSettings:
         0, "Noise as if each round averaged this many clients: std noise_multiplier x "
         "clip / noise_cohort_size on the average update (0: --clients_per_round). Needs "
         "--simulated_population.")
+    bands: int = setting(8, "banded_mf: band width b of the strategy (at most the N // K "
+                         "rounds between a client's participations; 1: independent noise).")
     # --dp=distributed (experiments.privacy.discrete_gaussian); names and defaults
     # as google-research/federated's distributed_dp.
     num_bits: int = setting(16, "distributed: bits per coordinate of the secure sum's "

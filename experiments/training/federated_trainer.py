@@ -51,13 +51,13 @@ def _dp_measurements(metrics) -> dict:
 
 
 def accounting_scope(config: ExperimentConfig, dimension: int) -> dict:
-    """What --dp=distributed's accounting needs besides the DP flags: the model's
-    trainable parameters and the clients whose noise share reaches each round's sum
-    (the secure sum loses --secagg_dropout of the cohort, and their shares)."""
+    """What the accounting needs besides the DP flags: --dp=distributed's model size
+    and the clients whose noise share reaches each round's sum (the secure sum loses
+    --secagg_dropout of the cohort, and their shares); --dp=banded_mf's horizon."""
     k = config.clients_per_round
     lost = (secure_sum.dropped_count(config.secagg_dropout, k)
             if config.aggregator == "secure_sum" else 0)
-    return {"dimension": dimension, "shares": k - lost}
+    return {"dimension": dimension, "shares": k - lost, "rounds": config.total_rounds}
 
 
 def trainable_parameters(model: tf.keras.Model) -> int:
