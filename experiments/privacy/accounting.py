@@ -356,15 +356,10 @@ def rdp_cohort(m: Mechanism, eligible: int, selected: int) -> np.ndarray:
 def epsilon_rdp_cohorts(m: Mechanism, cohorts: dict[tuple[int, int], int]) -> float:
     """RDP epsilon of a central uniform mechanism over rounds of varying cohorts.
 
-    `cohorts` maps (eligible n_t, selected k_t) to the number of rounds with it;
-    for --dp=distributed k_t counts the clients whose noise share reached the sum.
+    `cohorts` maps (eligible n_t, selected k_t) to the number of rounds with it.
     """
     if not any(count for (_, k), count in cohorts.items() if k):
         return 0.0
-    if m.kind == "distributed":
-        return distributed_accounting.epsilon(m.discrete, {
-            (cohort_bucket(m.population, n), k): count for (n, k), count in cohorts.items()},
-            m.delta)
     if m.noise_multiplier == 0:
         return math.inf
     rdp = sum(count * rdp_cohort(m, n, k) for (n, k), count in cohorts.items())
