@@ -14,6 +14,9 @@ UsageErrors naming the flag and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import re
 import typing
 
 from absl import flags
@@ -70,7 +73,8 @@ class ExperimentConfig(CanarySettings, PersonalizationSettings, PopulationSettin
     # Output.
     root_output_dir: str = setting("results", "Root folder of all experiment folders.")
     experiment_name: str = setting(
-        "", "Experiment folder name (default: built from task, algorithm and seed).")
+        "", "Experiment folder name (default: task, algorithm, the headline settings that "
+        "differ from their defaults, a hash of any other such setting, and the seed).")
     overwrite: bool = setting(
         False, "Replace an existing experiment of this name that has another config.")
     progress: bool = setting(True, "Show a progress bar on a terminal.")
@@ -83,8 +87,9 @@ class ExperimentConfig(CanarySettings, PersonalizationSettings, PopulationSettin
         return pick(TaskConfig, self)
 
     def name(self) -> str:
-        """The experiment folder name."""
-        return self.experiment_name or f"{self.task}_{self.algorithm}_seed{self.seed}"
+        """The experiment folder name: --experiment_name, else one derived from the
+        settings, so that runs differing in any setting get different folders."""
+        return self.experiment_name or default_name(self)
 
     def as_dict(self) -> dict:
         """All settings as plain JSON-able values."""
@@ -98,6 +103,31 @@ RESUMABLE_FIELDS = frozenset(
      "memory_budget_mb",
      "rounds_per_checkpoint"}
 )
+
+
+# Default names: these settings appear as tags when they differ from their defaults
+# (tag prefix, in this order); any other differing setting, except those that may
+# change on resumption and the name's own parts, enters an 8-digit hash.
+_NAME_TAGS = {"model": "", "partition": "", "dp": "dp-", "noise_multiplier": "z",
+              "target_epsilon": "eps", "clip": "clip", "clients_per_round": "k",
+              "client_learning_rate": "lr", "aggregator": "", "compression": ""}
+_NOT_NAMED = {"task", "algorithm", "seed", "experiment_name", "overwrite", "progress"}
+
+
+def default_name(config: ExperimentConfig) -> str:
+    """`<task>_<algorithm>[_<tags>][_h<hash>]_seed<seed>`, filesystem-safe and stable
+    (the same settings always give the same name)."""
+    defaults_ = ExperimentConfig()
+    differing = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                 if getattr(config, f.name) != getattr(defaults_, f.name)
+                 and f.name not in _NOT_NAMED | RESUMABLE_FIELDS}
+    tags = [f"{prefix}{differing.pop(name)}" for name, prefix in _NAME_TAGS.items()
+            if name in differing]
+    if differing:
+        text = json.dumps(differing, sort_keys=True, default=str)
+        tags.append("h" + hashlib.sha256(text.encode()).hexdigest()[:8])
+    name = "_".join([config.task, config.algorithm, *tags, f"seed{config.seed}"])
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
 def resumable(config: ExperimentConfig) -> frozenset:
