@@ -193,7 +193,10 @@ def _simulated_note(sweep: pd.DataFrame) -> str:
 
 def _data_line(sweep: pd.DataFrame) -> str:
     parts = []
-    if "hp_task" in sweep:
+    named = sorted({str(d) for d in sweep.get("data", pd.Series(dtype=str)).dropna() if d})
+    if named:  # as the task names the file it read (FEMNIST-300, not "EMNIST")
+        parts.append("data " + "; ".join(named))
+    elif "hp_task" in sweep:
         parts.append("task " + ", ".join(sorted(map(str, sweep["hp_task"].unique()))))
     population = sweep["population"].dropna().unique()
     if len(population):

@@ -61,13 +61,15 @@ def _upload(metrics: pd.DataFrame) -> dict[str, float]:
             "upload_bits_total": float((bits * metrics["clients"]).sum())}
 
 
-def _data(metrics: pd.DataFrame, config: dict, data: dict) -> dict[str, float]:
-    """Population and the share of it (clients, examples) one round sees."""
+def _data(metrics: pd.DataFrame, config: dict, data: dict) -> dict[str, float | str]:
+    """The data set (as the task names it from the file), the population and the share
+    of it (clients, examples) one round sees."""
     population = float(data.get("train_clients", math.nan))
     examples = float(data.get("train_examples", math.nan))
     per_round = float(metrics["train_examples"].mean()) if len(metrics) else math.nan
     cohort = float(config.get("clients_per_round", math.nan))
-    return {"population": population, "examples_per_round": per_round,
+    return {"data": str(data.get("description", "")),
+            "population": population, "examples_per_round": per_round,
             "population_fraction": cohort / population if population else math.nan,
             "examples_fraction": per_round / examples if examples else math.nan}
 

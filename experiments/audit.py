@@ -24,12 +24,10 @@ from experiments import config as config_lib
 from experiments import train
 from experiments.core import binary, errors, results, tff_worker
 from experiments.core.settings import pick
-from experiments.privacy import canaries
 from experiments.privacy.settings import CanarySettings
-from experiments.training.federated_trainer import FederatedTrainer
-from tasks import registry
 
 config_lib.define_flags()
+flags.adopt_module_key_flags(config_lib)  # --helpshort lists the run's settings
 flags.DEFINE_string("audit_output", "", "Folder for audit.json and audit.md (default: "
                     "<root_output_dir>/<experiment_name or audit>/).")
 flags.DEFINE_integer("canary_candidates", 1000, "Text tasks: random digit strings each "
@@ -88,6 +86,11 @@ def _summary(records: list[dict]) -> dict:
 
 def measure(path: str, candidates: int = 1000) -> dict:
     """Exposures of the canaries of the experiment at `path` (its final checkpoint)."""
+    # Here, not at the top: TensorFlow stays out of the binary's start (--help).
+    from experiments.privacy import canaries
+    from experiments.training.federated_trainer import FederatedTrainer
+    from tasks import registry
+
     hparams = results.load_hparams(path)
     config = config_lib.ExperimentConfig(**{
         f.name: hparams["config"].get(f.name, f.default)

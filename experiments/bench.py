@@ -51,7 +51,7 @@ import os
 
 from absl import flags
 
-from experiments.benchmark import flower, report, suite
+from experiments.benchmark import flower, report
 from experiments.benchmark.settings import Settings
 from experiments.core import binary, results, stops
 from experiments.core.errors import UsageError
@@ -146,6 +146,9 @@ def settings_from_flags() -> Settings:
 def _bench() -> None:
     """Runs the benchmark; writes the JSON and the markdown table, prints the table."""
     settings = settings_from_flags()
+    # Here, not at the top: TensorFlow stays out of the binary's start (--help).
+    from experiments.benchmark import suite
+
     result = suite.run(settings)
     table = report.markdown(result)
     results.atomic_write(settings.output, (json.dumps(result, indent=2) + "\n").encode())

@@ -28,15 +28,15 @@ from experiments.aggregators.settings import (
     AggregatorSettings,
     CompressionSettings,
 )
-from experiments.algorithms.server_optimizer import SERVER_OPTIMIZERS, ServerOptimizerSettings
+from experiments.algorithms.settings import SERVER_OPTIMIZERS, ServerOptimizerSettings
 from experiments.config_checks import validate
 from experiments.core.settings import pick, setting
 from experiments.privacy.settings import DP_MECHANISMS, CanarySettings, DpSettings
-from experiments.simulation.outliers import OUTLIER_KINDS, OutlierSettings
 from experiments.simulation.participation import ParticipationSettings
 from experiments.simulation.population import PopulationSettings
-from experiments.training.personalization import PersonalizationSettings
-from tasks.task import EVAL_SPLITS, TaskConfig
+from experiments.simulation.settings import OUTLIER_KINDS, OutlierSettings
+from experiments.training.settings import PersonalizationSettings
+from tasks.settings import EVAL_SPLITS, TaskConfig
 
 # local: one training client alone (experiments.training.trainers), for comparison.
 ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedsgd", "fedprox", "scaffold", "mime_lite",

@@ -12,20 +12,23 @@ import dataclasses
 import math
 import os
 import sys
+import typing
+
+from absl import flags
 
 from experiments import config as config_lib
 from experiments.core import binary, results, tff_worker
 from experiments.core.settings import pick
-from experiments.privacy import accounting, canaries
+from experiments.privacy import accounting
 from experiments.privacy.settings import CanarySettings, DpSettings
 from experiments.simulation import participation
-from experiments.training import federated_trainer, loop, personalization, trainers
-from experiments.training.evaluation import Evaluator
-from experiments.training.personalization import PersonalizationSettings
-from tasks import registry
-from tasks.task import Task
+from experiments.training.settings import PersonalizationSettings
+
+if typing.TYPE_CHECKING:
+    from tasks.task import Task
 
 config_lib.define_flags()
+flags.adopt_module_key_flags(config_lib)  # --helpshort lists the run's settings
 
 
 def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
@@ -35,6 +38,9 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
     Both are computed on the population the trainer samples from: the training
     clients less the non-participants (or the simulated deployment's).
     """
+    # Here, not at the top: TensorFlow stays out of the binary's start (--help).
+    from experiments.training import federated_trainer
+
     client_ids = task.train_data.client_ids
     population = len(participation.federated_clients(config.non_participants, client_ids))
     # Only the distributed mechanism's accounting depends on the model's size.
@@ -53,6 +59,12 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
 
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
+    # Here, not at the top: TensorFlow stays out of the binary's start (--help).
+    from experiments.privacy import canaries
+    from experiments.training import loop, personalization, trainers
+    from experiments.training.evaluation import Evaluator
+    from tasks import registry
+
     with tff_worker.session():
         task = registry.get(config.task, config.task_config())
         task = canaries.insert(task, pick(CanarySettings, config), config.seed)  # audit

@@ -36,8 +36,9 @@ import tensorflow as tf
 from experiments.core.errors import UsageError
 from experiments.core.paths import SHARED_DATA_DIR
 from tasks.scoring import RegressionScoring
+from tasks.settings import TaskConfig
 from tasks.sql_client_data import InMemoryClientData
-from tasks.task import Task, TaskConfig
+from tasks.task import Task
 
 NAME = "cmapss_rul"
 NUM_COLUMNS = 26

@@ -12,7 +12,7 @@ import pytest
 from experiments.core.errors import UsageError
 from experiments.core.paths import SHARED_DATA_DIR
 from tasks import cmapss
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 REAL = os.path.join(SHARED_DATA_DIR, "cmapss")
 

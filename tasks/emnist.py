@@ -15,9 +15,17 @@ import tensorflow as tf
 
 from experiments.core.errors import UsageError
 from tasks import data_files, emnist_models, sql_client_data
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 DATA_FILE = "emnist_all.sqlite"
+FULL_WRITERS = 3_400  # TFF's federated EMNIST; a file with fewer is a FEMNIST subset
+
+
+def data_name(writers: int) -> str:
+    """The data set's name from its writer count: EMNIST for TFF's full set, else the
+    FEMNIST subset of that many writers (FEMNIST-300), never "EMNIST" for a subset."""
+    return "EMNIST" if writers == FULL_WRITERS else f"FEMNIST-{writers}"
 
 
 _FEATURES = {
@@ -54,6 +62,8 @@ def build_task(config: TaskConfig) -> Task:
         raise UsageError(
             f"{path} has no clients in its {split}_train / {split}_test splits")
     num_classes = 10 if config.only_digits else 62
+    writers = sql_client_data.client_count(path, "all_train")
+    name = data_name(writers)
     model_builder = emnist_models.MODELS[model]
     return Task(
         name="emnist_character",
@@ -63,5 +73,6 @@ def build_task(config: TaskConfig) -> Task:
         build_model=lambda seed: model_builder(num_classes, seed),
         model_name=model,
         data_file=path,
-        description=f"EMNIST-{num_classes} character recognition, {model}",
+        description=(f"{name} ({writers:,} writers{', digits only' if config.only_digits else ''}"
+                     f", {num_classes} classes) character recognition, {model}"),
     )

@@ -20,7 +20,8 @@ import tensorflow as tf
 from experiments.core.errors import UsageError
 from tasks import data_files, emnist, sql_client_data
 from tasks.scoring import ReconstructionScoring
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 _FEATURES = {"pixels": tf.io.FixedLenFeature(shape=(28, 28), dtype=tf.float32)}
 _WIDTHS = ((1000, "sigmoid"), (500, "sigmoid"), (250, "sigmoid"), (30, "linear"),

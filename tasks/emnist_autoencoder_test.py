@@ -12,7 +12,7 @@ from tensorflow_federated.python.simulation.baselines.emnist import (
 
 from experiments.core.errors import UsageError
 from tasks import emnist, emnist_autoencoder, registry, sql_client_data
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 
 def test_inputs_are_tffs_inverted_flattened_pixels(emnist_dir):

@@ -32,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
+from tasks.settings import TaskConfig
 from tasks.sql_client_data import InMemoryClientData
-from tasks.task import Task, TaskConfig
+from tasks.task import Task
 
 NAME = "heatmap"
 MODELS = ("rbf_logistic",)

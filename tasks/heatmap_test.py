@@ -7,7 +7,7 @@ import pytest
 
 from experiments.core.errors import UsageError
 from tasks import heatmap
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 
 def test_true_map_is_seeded_half_hot_and_spatially_smooth() -> None:

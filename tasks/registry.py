@@ -15,7 +15,8 @@ from tasks import (
     stackoverflow_tag,
     stackoverflow_word,
 )
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 _BUILDERS: dict[str, Callable[[TaskConfig], Task]] = {
     "emnist_character": emnist.build_task,

@@ -15,8 +15,9 @@ import numpy as np
 
 from experiments.core.errors import UsageError
 from tasks import partition
+from tasks.settings import TaskConfig
 from tasks.sql_client_data import InMemoryClientData
-from tasks.task import Task, TaskConfig
+from tasks.task import Task
 
 _LABELLED = ("shards", "dirichlet")
 

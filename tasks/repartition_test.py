@@ -7,8 +7,9 @@ import pytest
 
 from experiments.core.errors import UsageError
 from tasks import registry, repartition
+from tasks.settings import TaskConfig
 from tasks.sql_client_data import InMemoryClientData
-from tasks.task import Task, TaskConfig
+from tasks.task import Task
 
 
 def _pooled(data) -> tuple[np.ndarray, np.ndarray]:

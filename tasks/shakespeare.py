@@ -28,7 +28,8 @@ import tensorflow as tf
 from experiments.core.errors import UsageError
 from tasks import data_files, sql_client_data
 from tasks.scoring import SequenceScoring
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 DATA_FILE = "shakespeare.sqlite"
 DEFAULT_SEQUENCE_LENGTH = 80

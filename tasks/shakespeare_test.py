@@ -21,7 +21,7 @@ from tensorflow_federated.python.simulation.baselines.shakespeare import (
 
 from experiments.core.errors import UsageError
 from tasks import registry, shakespeare
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 
 def test_vocabulary_is_tffs():

@@ -103,6 +103,15 @@ def _parse_all(protos: list[bytes], parse: Parser) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def client_count(path: str, split_name: str) -> int:
+    """Clients the file lists for a split (its client_metadata table): what names the
+    data set, e.g. the full federated EMNIST (3,400 writers) or a subset of it."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return int(connection.execute(
+            "SELECT COUNT(DISTINCT client_id) FROM client_metadata WHERE split_name = ?",
+            (split_name,)).fetchone()[0])
+
+
 def load(path: str, split_name: str, parse: Parser, prepare: Preparer
          ) -> InMemoryClientData | None:
     """One split of a TFF SQLite dataset file, with clients in TFF's order (None if empty).

@@ -20,7 +20,8 @@ import tensorflow as tf
 from experiments.core.errors import UsageError
 from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import MultiLabelScoring
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 
 class TagScoring(MultiLabelScoring):

@@ -29,7 +29,7 @@ from tasks import (
     stackoverflow_models,
     stackoverflow_vocab,
 )
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 VOCAB = ["the", "a", "cat", "sat"]  # ids 1..4; pad 0, OOV 5, BOS 6, EOS 7
 

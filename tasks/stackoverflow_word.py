@@ -16,7 +16,8 @@ import numpy as np
 from experiments.core.errors import UsageError
 from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import SequenceScoring
-from tasks.task import Task, TaskConfig
+from tasks.settings import TaskConfig
+from tasks.task import Task
 
 
 def build_task(config: TaskConfig) -> Task:

@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 
 from experiments.aggregators import chain
 from experiments.algorithms import client_work, local_layers, scaffold, server_optimizer
-from experiments.algorithms.server_optimizer import ServerOptimizerSettings
+from experiments.algorithms.settings import ServerOptimizerSettings
 from experiments.config import ExperimentConfig
 from experiments.core.settings import pick
 from tasks.task import Task

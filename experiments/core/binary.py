@@ -11,6 +11,7 @@ end with one line `program: error: ...` and exit code 2; the body runs inside
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -19,13 +20,21 @@ from absl import app, flags, logging
 from experiments.core import stderr_filter, stops
 from experiments.core.errors import exit_code
 
+HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
+              "-?", "--helpxml")
+
 
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
-    """An absl `flags_parser` for app.run that reports bad flags in one line."""
+    """An absl `flags_parser` for app.run that reports bad flags in one line and ends
+    --help (which absl ends with exit code 1) with 0: asking for help is no error."""
 
     def parse(argv: list[str]) -> list[str]:
         try:
             return flags.FLAGS(argv)
+        except SystemExit:
+            if any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+                sys.exit(0)
+            raise
         except flags.CantOpenFlagFileError as e:
             reason = str(e).removeprefix("ERROR:: Unable to open flagfile: ")
             message = (f"--flagfile: cannot read it ({reason}); give the path of a "
@@ -61,6 +70,10 @@ def run(program: str, body: Callable[[], None], *, interrupted: str = stops.RESU
     def main(argv: list[str]) -> None:
         if tensorflow:
             stderr_filter.filter_stderr()
+            # Here, after the flags (--help answers without it) and before the body:
+            # a stop during these seconds ends as "nothing was written", which is true.
+            importlib.import_module("tensorflow")
+
             if not flags.FLAGS["verbosity"].present:
                 logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise to users
         if len(argv) > 1:

@@ -5,7 +5,10 @@ ERROR-level lines about cuDNN/cuFFT/cuBLAS factories being registered twice.
 Those three are harmless and would alarm users, but TF_CPP_MIN_LOG_LEVEL=3
 would also hide genuine C++ errors. So: level 2 by default (a user's own
 setting wins), and the import of TensorFlow runs with stderr captured; every
-captured line except the known-benign ones is written back to stderr.
+captured line except the known-benign ones is written back to stderr. Importing
+this module does not load TensorFlow: it installs an import hook that runs that
+quiet import the first time anything imports tensorflow, so a binary can parse
+its flags (and answer --help) first.
 Binaries also call `filter_stderr()`, which keeps filtering the same benign
 lines (and grappler's "Failed to detect the fetch node(s)", printed when TFF
 traces DP aggregators, and gRPC's note that it skipped its fork handlers when a
@@ -13,6 +16,8 @@ subprocess starts) for the rest of the run.
 """
 
 import atexit
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -64,6 +69,24 @@ def _import_tensorflow_quietly() -> None:
         finally:
             atexit.unregister(release)
             release()
+
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds `tensorflow` once: imports it quietly, then hands the import system the
+    module already loaded (so it is executed exactly once)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        _import_tensorflow_quietly()
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return sys.modules["tensorflow"]
+
+    def exec_module(self, module) -> None:
+        """Already executed by the quiet import."""
 
 
 _STATE: dict[str, bool] = {}
@@ -123,4 +146,7 @@ def filter_stderr() -> None:
     filter_stderr.installed = True
 
 
-_import_tensorflow_quietly()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "tensorflow" not in sys.modules and not any(
+        isinstance(finder, _QuietTensorFlow) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _QuietTensorFlow())

@@ -16,33 +16,13 @@ Each round's metrics row records how many outliers took part (`outlier_clients`)
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from experiments.core.settings import setting
+from experiments.simulation.settings import OutlierSettings
 
 _STREAM = 0x0071  # separates this module's random streams from sampling's
-OUTLIER_KINDS = ("label_flip", "constant_label", "scaled_random")
-
-
-@dataclasses.dataclass(frozen=True)
-class OutlierSettings:
-    """Which training clients misbehave, and how."""
-
-    outlier_fraction: float = setting(
-        0.0, "Fraction of training clients that are outliers (seeded choice).")
-    outlier_kind: str = setting(
-        "label_flip", "label_flip: label y -> C-1-y; constant_label: every label is "
-        "--outlier_label; scaled_random: the update is replaced by a random direction "
-        "of --outlier_scale times the honest update's norm.", OUTLIER_KINDS)
-    outlier_label: int = setting(0, "constant_label: the label outliers always report.")
-    outlier_scale: float = setting(
-        10.0, "scaled_random: norm of the random update / norm of the honest one.")
-
-
 def choose(population: int, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the outlier clients: round(fraction x population), seeded."""
     mask = np.zeros(population, dtype=bool)

@@ -13,6 +13,7 @@ from experiments.config import ExperimentConfig, validate
 from experiments.core import tff_worker
 from experiments.core.errors import UsageError
 from experiments.simulation import outliers
+from experiments.simulation.settings import OutlierSettings
 
 
 def test_choose_is_seeded_and_counts_round_fraction():
@@ -37,7 +38,7 @@ def test_label_corruptions_change_exactly_the_labels():
 
 
 def test_outliers_corrupt_only_their_own_clients():
-    settings = outliers.OutlierSettings(outlier_fraction=0.5, outlier_kind="constant_label",
+    settings = OutlierSettings(outlier_fraction=0.5, outlier_kind="constant_label",
                                         outlier_label=3)
     out = outliers.Outliers(settings, seed=0, population=10, num_classes=10)
     y = np.arange(10, dtype=np.int32)

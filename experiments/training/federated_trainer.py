@@ -21,6 +21,7 @@ from experiments.core.settings import pick
 from experiments.privacy import accounting
 from experiments.privacy.settings import DpSettings
 from experiments.simulation import outliers, participation, population, sampling
+from experiments.simulation.settings import OutlierSettings
 from experiments.training import ditto
 from tasks.task import Task
 
@@ -116,7 +117,7 @@ class FederatedTrainer:
             resources.example_bytes(*task.train_data.arrays(self._client_ids[0])),
             sum(w.nbytes for w in keras_model.get_weights()), config.memory_budget_mb)
         # Outlier clients and secure aggregation (experiments.simulation.outliers, .split_round).
-        self._outliers = outliers.Outliers(pick(outliers.OutlierSettings, config), config.seed,
+        self._outliers = outliers.Outliers(pick(OutlierSettings, config), config.seed,
                                            self.population, int(keras_model.output_shape[-1]))
         self._process = split_round.build(config, task, self._outliers, self.population)
         self._ditto = (ditto.DittoClients(task, config.seed, config.client_learning_rate,

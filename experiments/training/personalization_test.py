@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from experiments.training import personalization
+from experiments.training.settings import PersonalizationSettings
 from tasks import registry
 from tasks.scoring import Scoring
-from tasks.task import TaskConfig
+from tasks.settings import TaskConfig
 
 
 def test_batch_indices_cycle_through_seeded_permutations():
@@ -66,7 +67,7 @@ def test_fine_tuning_matches_numpy_sgd(emnist_dir):
 
 
 def test_fine_tuning_rate_has_its_own_flag_defaulting_to_the_client_rate():
-    base = personalization.PersonalizationSettings()
+    base = PersonalizationSettings()
     assert personalization.fine_tuning_rate(base, client_learning_rate=0.1) == 0.1
-    own = personalization.PersonalizationSettings(personalization_learning_rate=0.02)
+    own = PersonalizationSettings(personalization_learning_rate=0.02)
     assert personalization.fine_tuning_rate(own, client_learning_rate=0.1) == 0.02
