@@ -103,9 +103,13 @@ def test_learning_curves_band_over_seeds(sweep, tmp_path):
             (mean, low, high))
 
 
-def test_noiseless_runs_are_left_off_the_epsilon_axis(tmp_path):
+def test_noiseless_runs_stand_at_the_epsilon_axis_edge(tmp_path):
     root = str(tmp_path)
     fakes.experiment(root, "z0", {"noise_multiplier": 0.0}, [0.5], epsilon=float("inf"))
     fakes.experiment(root, "z1", {"noise_multiplier": 1.0}, [0.3], epsilon=2.0)
-    plot = plots.accuracy_vs_epsilon(runs.load_sweep(root), str(tmp_path / "e.png"))
-    assert {k: v["x"].tolist() for k, v in plot.series.items()} == {"all": [2.0]}
+    fakes.experiment(root, "none", {"noise_multiplier": 0.5}, [0.4])  # no epsilon written
+    plot = plots.accuracy_vs_epsilon(runs.load_sweep(root), str(tmp_path / "e.png"),
+                                     references={"naive baseline": 0.05})
+    # Never dropped: drawn at 4x the largest finite epsilon, past every DP point.
+    assert {k: v["x"].tolist() for k, v in plot.series.items()} == {"all": [2.0, 8.0, 8.0]}
+    assert sorted(plot.series["all"]["y"].tolist()) == [0.3, 0.4, 0.5]

@@ -63,9 +63,23 @@ def load(folder: str) -> pd.DataFrame:
     return sweep
 
 
+def naive_metric(metric: str) -> str:
+    """The naive predictor's column for a test metric (test_accuracy -> naive_accuracy)."""
+    return "naive_" + metric.removeprefix("test_")
+
+
+def at_chance(mean: float, naive: float, metric: str) -> bool:
+    """Whether a result is no better than the naive predictor on the same data."""
+    if not (math.isfinite(mean) and math.isfinite(naive)):
+        return False
+    return mean >= naive if runs.lower_is_better(metric) else mean <= naive
+
+
 def summary_table(sweep: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per configuration: settings, seeds, epsilon, metric mean and interval."""
-    columns = [metric, f"best_{metric}", "epsilon_rdp", "epsilon_pld", "dp_delta",
+    """One row per configuration: settings, seeds, epsilon, metric mean and interval,
+    and the naive predictor's score on the same data."""
+    columns = [metric, naive_metric(metric), f"best_{metric}", "epsilon_rdp", "epsilon_pld",
+               "dp_delta",
                "accounted_population", "accounted_cohort",
                "upload_bits_per_client", "wall_seconds", "rounds"]
     present = [c for c in columns if c in sweep]
@@ -80,24 +94,37 @@ def _table_text(table: pd.DataFrame, sweep: pd.DataFrame, metric: str) -> str:
     keys = runs.varied_keys(sweep)
     headers = [k.removeprefix("hp_") for k in keys] + [
         "seeds", "epsilon (RDP)", "delta", "accounted cohort / population",
-        f"{metric} (mean [95% CI])", f"best {metric}",
-        "upload bits/client/round", "wall s", "rounds"]
+        f"{metric} (mean [95% CI])", f"naive {metric.removeprefix('test_')}",
+        f"best {metric}", "upload bits/client/round", "wall s", "rounds"]
     rows = []
     for _, row in table.iterrows():
+        mean = row[f"{metric}_mean"]
+        naive = row.get(f"{naive_metric(metric)}_mean", math.nan)
+        chance = " (at chance)" if at_chance(mean, naive, metric) else ""
         cells = [render.setting(row[k]) for k in keys]
         cells += [str(int(row["seeds"])),
-                  render.number(row.get("epsilon_rdp_mean", math.nan), 2),
+                  _epsilon_text(row),
                   _delta_text(row.get("dp_delta_mean", math.nan)),
                   _accounted_text(row),
-                  render.interval(row[f"{metric}_mean"], row[f"{metric}_ci95_low"],
-                                  row[f"{metric}_ci95_high"]),
+                  render.interval(mean, row[f"{metric}_ci95_low"],
+                                  row[f"{metric}_ci95_high"]) + chance,
+                  render.number(naive),
                   render.number(row.get(f"best_{metric}_mean", math.nan)),
                   render.number(row.get("upload_bits_per_client_mean", math.nan), 0),
                   render.number(row.get("wall_seconds_mean", math.nan), 0),
                   render.number(row.get("rounds_mean", math.nan), 0)]
         rows.append(cells)
-    right = [False] * len(keys) + [True] * 9
+    right = [False] * len(keys) + [True] * 10
     return render.markdown(headers, rows, right)
+
+
+def _epsilon_text(row: pd.Series) -> str:
+    """epsilon, or `inf (no DP)` for a run without noise, which is never left out."""
+    epsilon = row.get("epsilon_rdp_mean", math.nan)
+    if math.isinf(epsilon) or (math.isnan(epsilon) and math.isnan(
+            row.get("dp_delta_mean", math.nan))):
+        return "inf (no DP)"
+    return render.number(epsilon, 2)
 
 
 def _delta_text(delta: float) -> str:
@@ -157,28 +184,64 @@ def communication_text(sweep: pd.DataFrame, metric: str) -> list[str]:
     return lines + [""]
 
 
+def plot_references(sweep: pd.DataFrame, metric: str) -> dict[str, float]:
+    """The lines every plot of the metric is read against: the naive predictor on the
+    same data and, where the sweep has one, the centralised model (the upper bound)."""
+    found = {}
+    naive = naive_metric(metric)
+    if naive in sweep and sweep[naive].notna().any():
+        found["naive baseline"] = float(sweep[naive].mean())
+    central = sweep[sweep.get("hp_algorithm", pd.Series("", index=sweep.index))
+                    == "centralized"]
+    if len(central) and central[metric].notna().any():
+        found["centralised"] = float(central[metric].mean())
+    return found
+
+
+def plot_subtitle(sweep: pd.DataFrame) -> str:
+    """Data set, rounds and the DP settings every run shares, for each plot."""
+    parts = [_data_line(sweep)]
+    rounds = sweep["rounds"].dropna().unique() if "rounds" in sweep else []
+    if len(rounds):
+        parts.append("rounds " + ", ".join(str(int(r)) for r in sorted(rounds)))
+    varied = runs.varied_keys(sweep)
+    for key, name in (("hp_clip", "clip"), ("dp_delta", "delta")):
+        if key in sweep and key not in varied and sweep[key].notna().any() and (
+                sweep.get("hp_dp", pd.Series("none")) != "none").any():
+            value = sweep[key].dropna().iloc[0]
+            parts.append(f"{name} {value:.3g}")
+    return "; ".join(p for p in parts if p)
+
+
 def make_plots(sweep: pd.DataFrame, folder: str, metric: str) -> list[plots.Plot]:
-    """The plots this sweep supports, written to folder/plots/."""
+    """The plots this sweep supports, written to folder/plots/, each with the naive
+    baseline (and the centralised bound where there is one) and a subtitle."""
     out = os.path.join(folder, PLOTS_DIR)
     varied = runs.varied_keys(sweep)
+    refs, subtitle = plot_references(sweep, metric), plot_subtitle(sweep)
     made = []
-    if "epsilon_rdp" in sweep and plots.finite(sweep["epsilon_rdp"]):
+    has_epsilon = "epsilon_rdp" in sweep and plots.epsilon_axis(sweep["epsilon_rdp"])
+    if has_epsilon:
         made.append(plots.accuracy_vs_epsilon(
-            sweep, os.path.join(out, "accuracy_vs_epsilon.png"), metric))
+            sweep, os.path.join(out, "accuracy_vs_epsilon.png"), metric, references=refs,
+            subtitle=subtitle))
     if "hp_clients_per_round" in varied:
         made.append(plots.accuracy_vs_clients(
-            sweep, os.path.join(out, "accuracy_vs_clients.png"), metric))
-        if "epsilon_rdp" in sweep and plots.finite(sweep["epsilon_rdp"]):
+            sweep, os.path.join(out, "accuracy_vs_clients.png"), metric, references=refs,
+            subtitle=subtitle))
+        if has_epsilon:
             made.append(plots.epsilon_vs_clients(
                 sweep, os.path.join(out, "epsilon_vs_clients.png")))
-    if plots.finite(sweep["examples_fraction"]):
+    elif plots.finite(sweep["examples_fraction"]):  # with the cohort varied, a copy of it
         made.append(plots.accuracy_vs_examples(
-            sweep, os.path.join(out, "accuracy_vs_examples.png"), metric))
+            sweep, os.path.join(out, "accuracy_vs_examples.png"), metric, references=refs,
+            subtitle=subtitle))
     if plots.finite(sweep["upload_bits_per_client"]):
         made.append(plots.accuracy_vs_upload(
-            sweep, os.path.join(out, "accuracy_vs_upload.png"), metric))
+            sweep, os.path.join(out, "accuracy_vs_upload.png"), metric, references=refs,
+            subtitle=subtitle))
     made.append(plots.learning_curves(sweep, os.path.join(out, "learning_curves.png"),
-                                      metric))
+                                      metric, references=refs, subtitle=subtitle))
     return made
 
 

@@ -39,9 +39,10 @@ def test_report_writes_table_and_plots(tiny_dp_sweep):
         text = f.read()
     assert len(result.table) == 4
     names = sorted(os.path.basename(p.path) for p in result.plots)
+    # Only the cohort varies: examples per round is a copy of clients per round, left out.
     assert names == sorted(["accuracy_vs_epsilon.png", "accuracy_vs_clients.png",
-                            "epsilon_vs_clients.png", "accuracy_vs_examples.png",
-                            "learning_curves.png"])
+                            "epsilon_vs_clients.png", "learning_curves.png"])
+    assert "| naive accuracy |" in text.splitlines()[4] or "naive accuracy" in text
     for plot in result.plots:
         assert os.path.getsize(plot.path) > 1000
         assert f"]({os.path.relpath(plot.path, tiny_dp_sweep)})" in text
@@ -57,6 +58,29 @@ def test_report_writes_table_and_plots(tiny_dp_sweep):
     assert line["x"].tolist() == pytest.approx(mine["epsilon_rdp"].tolist())
     assert line["y"].tolist() == pytest.approx(mine["test_accuracy"].tolist())
     assert all(math.isnan(v) for v in line["low"])  # one seed: no interval
+
+
+def test_references_at_chance_and_no_dp_are_shown(tmp_path):
+    root = str(tmp_path)  # a 2x2 DP sweep with noise 0 (fakes: naive accuracy 0.05)
+    for k in (5, 10):
+        fakes.experiment(root, f"z0_k{k}", {"clients_per_round": k, "noise_multiplier": 0.0,
+                                            "dp": "fixed", "algorithm": "fedavg_unweighted"},
+                         [0.6], epsilon=float("inf"), clients=k)
+        fakes.experiment(root, f"z1_k{k}", {"clients_per_round": k, "noise_multiplier": 1.0,
+                                            "dp": "fixed", "algorithm": "fedavg_unweighted"},
+                         [0.04 if k == 5 else 0.3], epsilon=3.0, clients=k)
+    result = report.write(root)
+    text = open(result.path).read()
+    header = next(line for line in text.splitlines() if line.startswith("| clients"))
+    assert "naive accuracy" in header
+    rows = [line for line in text.splitlines() if line.startswith("| 5 ") or
+            line.startswith("| 10 ")]
+    assert sum("(at chance)" in line for line in rows) == 1  # 0.04 <= 0.05
+    assert sum("inf (no DP)" in line for line in rows) == 2
+    eps_plot = next(p for p in result.plots if p.path.endswith("accuracy_vs_epsilon.png"))
+    assert all(12.0 in line["x"].tolist() for line in eps_plot.series.values())
+    assert report.plot_references(runs.load_sweep(root), "test_accuracy") == {
+        "naive baseline": 0.05}
 
 
 def test_report_errors_are_one_line(tmp_path, tiny_dp_sweep):
