@@ -16,7 +16,7 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Shows round, latest test accuracy and ETA.
+    """Shows round, latest test metric, epsilon (DP runs) and ETA.
 
     On a terminal it is a tqdm bar on stderr; in logs (CI, pipes) it prints one
     line per eval round instead of carriage-return noise.
@@ -36,19 +36,27 @@ class Progress:
             self._bar = tqdm(total=total, initial=start, unit="round",
                              dynamic_ncols=True, file=sys.stderr)
 
-    def update(self, round_num: int, accuracy: float | None) -> None:
-        """Records that `round_num` finished, with the latest test metric."""
+    def update(self, round_num: int, accuracy: float | None,
+               epsilon: float | None = None) -> None:
+        """Records that `round_num` finished, with the latest test metric and, for a DP
+        run, the epsilon spent so far."""
+        shown = {}
+        if accuracy is not None:
+            shown[self._metric] = f"{accuracy:.4f}"
+        if epsilon is not None and epsilon == epsilon:  # NaN: not accounted this round
+            shown["epsilon"] = f"{epsilon:.3g}"
         if self._bar is not None:
             self._bar.update(1)
-            if accuracy is not None:
-                self._bar.set_postfix({self._metric: f"{accuracy:.4f}"})
+            if shown:
+                self._bar.set_postfix(shown)
             return
         if not self._enabled or accuracy is None:
             return
         elapsed = time.monotonic() - self._started
         per_round = elapsed / max(1, round_num - self._done_at_start)
         eta = per_round * (self._total - round_num)
-        print(f"round {round_num}/{self._total}  {self._metric} {accuracy:.4f}  "
+        values = "  ".join(f"{name} {value}" for name, value in shown.items())
+        print(f"round {round_num}/{self._total}  {values}  "
               f"{per_round:.2f} s/round  ETA {format_duration(eta)}", file=sys.stderr,
               flush=True)
 

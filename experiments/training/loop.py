@@ -100,7 +100,7 @@ def run(trainer: Trainer, evaluator: Evaluator, experiment: results.Experiment,
             experiment.log_scalars(round_num, row)
             if round_num % rounds_per_checkpoint == 0 or round_num == total_rounds:
                 experiment.save_checkpoint(round_num, trainer.to_arrays(state))
-            progress.update(round_num, row.get(metric))
+            progress.update(round_num, row.get(metric), row.get("epsilon_rdp"))
     finally:
         progress.close()
     final = _final_row(experiment.read_rows())
