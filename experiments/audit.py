@@ -15,6 +15,7 @@ clients per round, 100 rounds); every train flag can be given.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -107,6 +108,10 @@ def measure(path: str, candidates: int = 1000) -> dict:
                                      lambda x: model(x, training=False).numpy(), candidates)
     summary = results.load_summary(path) or {}
     return {"path": path, "round": checkpoint[0], "dp": config.dp,
+            "clients_per_round": config.clients_per_round,
+            "population": hparams.get("data", {}).get("train_clients"),
+            "data": hparams.get("data", {}).get("description", config.task),
+            "canary_repeats": config.canary_repeats, "seed": config.seed,
             "noise_multiplier": config.noise_multiplier, "clip": config.clip,
             "epsilon_rdp": summary.get("epsilon_rdp"),
             "test_accuracy": summary.get("test_accuracy"),
@@ -114,11 +119,74 @@ def measure(path: str, candidates: int = 1000) -> dict:
             "exposure": _summary(records), "canaries": records}
 
 
+MIN_CANARIES = 10  # below this, one canary moves a mean exposure by 10% or more
+
+
+def _header(found: dict[str, dict]) -> list[str]:
+    """What produced the audit: data, model size of the run, canaries, rounds, cohort."""
+    some = next(iter(found.values()))
+    canaries = len(some["canaries"]) // 2
+    return ["# Memorisation audit", "",
+            f"Data: {some['data']}; {canaries} canaries (each {some['canary_repeats']} "
+            f"copies in one training client) and {canaries} never-inserted controls; "
+            f"{some['round']} rounds of {some['clients_per_round']} clients"
+            + (f" of {some['population']:,}" if some.get("population") else "")
+            + f"; seed {some['seed']}. Arms: no DP, and DP (fixed clip {some['clip']}, "
+            f"noise multiplier {found['dp']['noise_multiplier'] if 'dp' in found else '-'})."
+            "", ""]
+
+
+def _within_noise(records: list[dict]) -> tuple[float, float]:
+    """(inserted mean - controls mean, two standard errors of that difference)."""
+    groups = [np.array([r["exposure"] for r in records if r["inserted"] is flag], float)
+              for flag in (True, False)]
+    means = [g.mean() if len(g) else math.nan for g in groups]
+    errors = [g.var(ddof=1) / len(g) if len(g) > 1 else math.inf for g in groups]
+    return means[0] - means[1], 2 * math.sqrt(sum(errors))
+
+
+def verdict(found: dict[str, dict]) -> list[str]:
+    """Whether the sample can support a conclusion, by a stated rule.
+
+    Rule: (1) at least MIN_CANARIES canaries; (2) each canary's client expected to
+    train at least once (rounds x K / N >= 1), else there was nothing to memorise;
+    (3) an arm's inserted canaries count as memorised only if their mean exposure
+    exceeds the controls' by more than two standard errors of that difference, and
+    the arms differ only if their differences do by more than two combined errors.
+    """
+    some = next(iter(found.values()))
+    canaries = len(some["canaries"]) // 2
+    notes = []
+    if canaries < MIN_CANARIES:
+        notes.append(f"Too few canaries for a conclusion: {canaries} < {MIN_CANARIES} "
+                     f"(one canary moves a mean exposure by 1/{canaries} of its range).")
+    if some.get("population"):
+        trained = some["round"] * some["clients_per_round"] / some["population"]
+        if trained < 1:
+            notes.append(f"Too few rounds for a conclusion: each canary's client is "
+                         f"expected to train {trained:.2f} times (rounds x K / N < 1).")
+    gaps = {arm: _within_noise(r["canaries"]) for arm, r in found.items()}
+    for arm, (gap, noise) in gaps.items():
+        seen = "above" if gap > noise else "within noise of"
+        notes.append(f"{arm}: inserted canaries' mean exposure is {seen} the controls' "
+                     f"(difference {gap:.2f} bits, two standard errors {noise:.2f}).")
+    if len(gaps) == 2:
+        (a, (ga, na)), (b, (gb, nb)) = gaps.items()
+        combined = math.hypot(na, nb)
+        differ = abs(ga - gb) > combined
+        notes.append(f"The arms {'differ' if differ else 'do not differ beyond noise'}: "
+                     f"{a} - {b} = {ga - gb:.2f} bits against two combined standard "
+                     f"errors of {combined:.2f}.")
+    return ["## Can this sample support a conclusion?", "", *[f"- {n}" for n in notes], ""]
+
+
 def report(found: dict[str, dict]) -> str:
-    """A markdown table comparing the arms (text audits add the fitted exposure)."""
+    """audit.md: the settings, a table comparing the arms (text audits add the fitted
+    exposure), and whether the sample is large enough to conclude anything."""
     fitted = all("fit_mean" in r["exposure"]["inserted"] for r in found.values())
     extra = " fitted exposure inserted / controls |" if fitted else ""
-    lines = ["| run | epsilon (RDP) | test accuracy | exposure inserted mean / median / max "
+    lines = _header(found) + [
+             "| run | epsilon (RDP) | test accuracy | exposure inserted mean / median / max "
              "| inserted at rank 1 | controls mean |" + extra,
              "|---|---|---|---|---|---|" + ("---|" if fitted else "")]
     for arm, r in found.items():
@@ -143,6 +211,7 @@ def report(found: dict[str, dict]) -> str:
     if fitted:
         lines.append("Fitted exposure: -log2 of a skew-normal fitted to the candidates' "
                      "losses at the canary's loss, at most log2 10^6 = 19.93 bits.")
+    lines += ["", *verdict(found)]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from experiments import audit
@@ -90,12 +91,16 @@ def test_canaries_are_refused_for_tasks_without_them():
             "stackoverflow_word (got --task=heatmap)") in str(caught.value)
 
 
-def _found(text: bool) -> dict:
+def _found(text: bool, rounds: int = 3, population: int = 300) -> dict:
     def arm(z, exposures, fits):
-        records = [{"inserted": i < 2, "rank": 1 if e > 5 else 9, "exposure": e,
+        half = len(exposures) // 2
+        records = [{"inserted": i < half, "rank": 1 if e > 5 else 9, "exposure": e,
                     **({"exposure_fit": f} if text else {})}
                    for i, (e, f) in enumerate(zip(exposures, fits, strict=True))]
-        return {"noise_multiplier": z, "clip": 0.3, "epsilon_rdp": None if z == 0 else 12.0,
+        return {"round": rounds, "clients_per_round": 10, "population": population,
+                "data": "FEMNIST-300 (300 writers, 62 classes) character recognition, 2nn",
+                "canary_repeats": 50, "seed": 0,
+                "noise_multiplier": z, "clip": 0.3, "epsilon_rdp": None if z == 0 else 12.0,
                 "test_accuracy": 0.5, "task": "stackoverflow_word" if text
                 else "emnist_character", "max_exposure": 9.97 if text else 5.95,
                 "exposure": audit._summary(records), "canaries": records}
@@ -112,3 +117,27 @@ def test_report_rows_and_fitted_column_for_text():
     assert "random digit strings" in text and "skew-normal" in text
     image = audit.report(_found(text=False))
     assert "fitted" not in image and "the image with each label" in image
+    assert text.startswith("# Memorisation audit\n\nData: FEMNIST-300 (300 writers")
+    assert "2 canaries (each 50 copies in one training client)" in text
+    assert "3 rounds of 10 clients of 300" in text
+
+
+def test_small_samples_are_called_inconclusive_by_the_stated_rule():
+    small = audit.report(_found(text=False))  # 2 canaries, 3 rounds x 10 / 300 = 0.1
+    assert "Too few canaries for a conclusion: 2 < 10" in small
+    assert "expected to train 0.10 times" in small
+    # 12 canaries, 120 rounds: the no-DP arm's inserted canaries stand out, DP's do not.
+    rng = np.random.default_rng(0)
+    controls = list(rng.uniform(0, 1, 12))
+    nodp, dp = list(rng.uniform(5, 6, 12)) + controls, list(rng.uniform(0, 1, 12)) + controls
+    found = {"nodp": _found(False, 120)["nodp"], "dp": _found(False, 120)["dp"]}
+    for arm, exposures in (("nodp", nodp), ("dp", dp)):
+        found[arm]["canaries"] = [{"inserted": i < 12, "exposure": e, "rank": 1}
+                                  for i, e in enumerate(exposures)]
+    lines = audit.verdict(found)
+    assert not any("Too few" in line for line in lines)
+    assert any(line.startswith("- nodp: inserted canaries' mean exposure is above")
+               for line in lines)
+    assert any(line.startswith("- dp: inserted canaries' mean exposure is within noise")
+               for line in lines)
+    assert any("The arms differ" in line for line in lines)
