@@ -6,6 +6,8 @@
 #   ./run.sh sweep SPEC      a grid of train.py trials from a YAML spec (configs/sweeps/)
 #   ./run.sh report DIR      a sweep's report: DIR/report.md with tables and PNG plots
 #   ./run.sh table NAME      a paper table (configs/papers/NAME.yaml); --run runs it first
+#   ./run.sh notebook NAME --sweep_dir=DIR   an analysis notebook (tradeoffs,
+#                            learning_curves) run headless on a sweep
 #   ./run.sh vocab FLAGS     StackOverflow word/tag count files from the train split
 #   ./run.sh privacy FLAGS   epsilon for a DP plan (or --target_epsilon -> noise)
 #   ./run.sh bench FLAGS     speed/memory benchmark (experiments/bench.py) -> bench.json
@@ -90,6 +92,10 @@ case "$cmd" in
   table)
     setup
     exec "$VENV/bin/python" -m analysis.tables "$@"
+    ;;
+  notebook)
+    setup
+    exec "$VENV/bin/python" -m analysis.notebook_runner "$@"
     ;;
   bench)
     setup

@@ -1,8 +1,10 @@
 """Executes an analysis notebook headless with parameters (nbclient + ipykernel).
 
-    python -m analysis.notebook_runner analysis/notebooks/tradeoffs.ipynb \
-        --sweep_dir=results/femnist_dp [--output_notebook=/tmp/tradeoffs.out.ipynb]
+    ./run.sh notebook tradeoffs --sweep_dir=results/femnist_dp \
+        [--output_notebook=/tmp/tradeoffs.out.ipynb]
 
+The notebook is a name from analysis/notebooks/ (tradeoffs, learning_curves) or
+a path; the sweep folder is checked before anything runs or is written.
 The cell tagged `parameters` is replaced by one assigning the given values (the
 papermill convention, without papermill), the notebook runs top to bottom in a
 fresh kernel started from the checkout, and the executed copy is written to
@@ -12,16 +14,21 @@ cell ends with a one-line error naming the notebook and the cell's error.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from typing import Any
 
 from absl import flags
 
+from analysis import report
 from experiments.core import binary, stops
 from experiments.core.errors import UsageError
 from experiments.core.paths import REPO_ROOT
 
 TIMEOUT_SECONDS = 600
+NOTEBOOKS = os.path.join(REPO_ROOT, "analysis", "notebooks")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # IPython colours its tracebacks
 
 _FLAGS = flags.FLAGS
 if "sweep_dir" not in _FLAGS:
@@ -55,10 +62,11 @@ def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
     client = nbclient.NotebookClient(notebook, timeout=TIMEOUT_SECONDS,
                                      kernel_name="python3",
                                      resources={"metadata": {"path": REPO_ROOT}})
+    client.log.setLevel(logging.WARNING)  # its "Executing notebook" INFO line is noise
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
-        lines = [line for line in str(e).splitlines() if line.strip()]
+        lines = [_ANSI.sub("", line) for line in str(e).splitlines() if line.strip()]
         raise UsageError(f"{path}: a cell failed: {lines[-1] if lines else e}") from None
     finally:
         if output:
@@ -67,19 +75,33 @@ def execute(path: str, parameters: dict[str, Any], output: str = "") -> Any:
     return notebook
 
 
-_USAGE = "give one notebook and --sweep_dir=DIR"
+_USAGE = "give one notebook and --sweep_dir=DIR: ./run.sh notebook NAME --sweep_dir=DIR"
+
+
+def notebook_path(name: str) -> str:
+    """A notebook path, or the notebook of that name in analysis/notebooks/."""
+    if os.path.isfile(name):
+        return name
+    named = os.path.join(NOTEBOOKS, f"{name.removesuffix('.ipynb')}.ipynb")
+    if os.path.isfile(named):
+        return named
+    valid = sorted(n.removesuffix(".ipynb") for n in os.listdir(NOTEBOOKS)
+                   if n.endswith(".ipynb"))
+    raise UsageError(f"{name}: no such notebook; give a path or one of {', '.join(valid)}")
 
 
 def _run(args: list[str]) -> None:
     if not _FLAGS.sweep_dir:
         raise UsageError(_USAGE)
+    path = notebook_path(args[0])
+    report.load(_FLAGS.sweep_dir)  # a missing or empty sweep folder: one line, nothing made
     output = _FLAGS.output_notebook or os.path.join(_FLAGS.sweep_dir, "notebook",
-                                                    os.path.basename(args[0]))
-    execute(args[0], {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
-                      "METRIC": _FLAGS.metric}, output)
-    print(f"notebook_runner: executed {args[0]} -> {output}")
+                                                    os.path.basename(path))
+    execute(path, {"SWEEP_DIR": os.path.abspath(_FLAGS.sweep_dir),
+                   "METRIC": _FLAGS.metric}, output)
+    print(f"notebook: executed {path} -> {output}")
 
 
 if __name__ == "__main__":
-    binary.run_with_arguments("notebook_runner", _run, _USAGE, 1,
+    binary.run_with_arguments("notebook", _run, _USAGE, 1,
                               interrupted=stops.NOTHING_WRITTEN)
