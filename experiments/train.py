@@ -61,7 +61,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
     # Here, not at the top: TensorFlow stays out of the binary's start (--help).
     from experiments.privacy import canaries
-    from experiments.training import loop, personalization, trainers
+    from experiments.training import column_dictionary, loop, personalization, trainers
     from experiments.training.evaluation import Evaluator
     from tasks import registry
 
@@ -76,9 +76,14 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
         experiment = results.Experiment.open(
             config.root_output_dir, config.name(), config.as_dict(),
             loop.columns(task.scoring, personalization.columns(
-                config.personalization_steps, task.scoring, personal.keeps_personal_models)),
+                config.personalization_steps, task.scoring, personal.keeps_personal_models),
+                omit=loop.unfilled(
+                    dp=config.dp != "none", secure_sum=config.aggregator == "secure_sum",
+                    outliers=config.outlier_fraction > 0,
+                    distributed=config.dp == "distributed")),
             overwrite=config.overwrite, resumable=config_lib.resumable(config),
             data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults())
+        experiment.write_column_dictionary(column_dictionary.describe)
         evaluator = personalization.wrap(
             Evaluator(task, config.seed), task, personal,
             config.client_learning_rate, config.seed, experiment.path)

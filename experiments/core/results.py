@@ -4,6 +4,7 @@
         hparams.json      every setting, the data used, package versions, git
                           commit, start time
         metrics.csv       one row per round; eval columns filled on eval rounds
+        columns.json      each metrics.csv column's meaning and unit
         summary.json      written only when the run completes (its final row)
         events/           TensorBoard scalars
         checkpoints/      ckpt-<round>.npz, the last few kept
@@ -34,6 +35,7 @@ from experiments.core.errors import UsageError
 
 HPARAMS = "hparams.json"
 METRICS = "metrics.csv"
+COLUMNS = "columns.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 EVENTS = "events"
@@ -188,16 +190,22 @@ class Experiment:
         write_json(hparams_path, hparams)
         if not os.path.exists(os.path.join(self.path, METRICS)):
             self._rewrite_metrics([])
-        elif (self.read_header() != self.columns
-              and set(self.read_header()) <= set(self.columns)):
-            self._rewrite_metrics(self._read_rows_as_written())  # new columns, left empty
-        elif self.read_header() != self.columns:
-            raise UsageError(
-                f"{self.path}/{METRICS} has columns {self.read_header()}, expected "
-                f"{self.columns}; it was written by another version; use --overwrite"
-            )
+            return
+        header = self.read_header()
+        if set(self.columns) <= set(header):  # an older layout with more columns: kept
+            self.columns = header
+        elif header != self.columns:  # new columns, left empty in the rows written
+            rows = self._read_rows_as_written()
+            self.columns += [c for c in header if c not in self.columns]
+            self._rewrite_metrics(rows)
 
     # ----- metrics -----------------------------------------------------------
+    def write_column_dictionary(self, describe) -> None:
+        """columns.json: `describe(column)` -> (meaning, unit) for each column."""
+        write_json(os.path.join(self.path, COLUMNS), {
+            c: dict(zip(("meaning", "unit"), describe(c), strict=True))
+            for c in self.columns})
+
     def read_header(self) -> list[str]:
         """Column names of metrics.csv."""
         with open(os.path.join(self.path, METRICS), newline="") as f:

@@ -10,7 +10,7 @@ one is loaded, with a corrupted newest checkpoint reported on stderr and
 skipped; hparams.json records config, package versions, the git commit and a
 UTC start time; a config clash is refused with a message naming the flag and
 --overwrite, and --overwrite sets the old folder aside intact; a metrics
-file with other columns is refused.
+file of another layout keeps every column it has and gains the new ones.
 """
 
 from __future__ import annotations
@@ -133,14 +133,17 @@ def test_load_metrics_parses_numbers_and_blanks(tmp_path) -> None:
     assert frame["test_accuracy"].isna().tolist() == [True, False, True, False]
 
 
-def test_metrics_with_other_columns_is_refused(tmp_path) -> None:
+def test_an_older_layout_with_more_columns_keeps_them(tmp_path) -> None:
     exp = _open(str(tmp_path))
     exp.append(_row(1))
-    with pytest.raises(UsageError) as error:
-        _open(str(tmp_path), columns=COLUMNS[1:])
-    assert "metrics.csv" in str(error.value) and "--overwrite" in str(error.value)
-    # The refusal leaves the file alone.
-    assert [r["round"] for r in exp.read_rows()] == ["1"]
+    fewer = _open(str(tmp_path), columns=COLUMNS[:-1])  # a newer version leaves one out
+    assert fewer.columns == list(COLUMNS) and fewer.read_header() == list(COLUMNS)
+    fewer.append({k: v for k, v in _row(2).items() if k != COLUMNS[-1]})
+    rows = fewer.read_rows()
+    assert [r["round"] for r in rows] == ["1", "2"] and rows[1][COLUMNS[-1]] == ""
+    other = _open(str(tmp_path), columns=COLUMNS[:2] + ("new_metric",))  # neither: union
+    assert other.columns == list(COLUMNS[:2]) + ["new_metric"] + list(COLUMNS[2:])
+    assert [r["round"] for r in other.read_rows()] == ["1", "2"]
 
 
 def test_a_newer_version_adds_columns_and_settings_and_still_resumes(tmp_path) -> None:

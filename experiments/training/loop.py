@@ -37,8 +37,27 @@ COLUMNS = (TRAIN_COLUMNS + PRIVACY_COLUMNS + COMMUNICATION_COLUMNS + SECAGG_COLU
            + POPULATION_COLUMNS)
 
 
-def columns(scoring: Scoring | None = None, extra_eval: tuple[str, ...] = ()) -> list[str]:
-    """All metrics.csv columns for a task's scoring (default: classification).
+def unfilled(dp: bool, secure_sum: bool, outliers: bool, distributed: bool
+             ) -> frozenset[str]:
+    """The columns a run of these features never fills, left out of its metrics.csv:
+    privacy without --dp, the secure sum's without --aggregator=secure_sum, the outlier
+    count without outliers, the wrap share without distributed DP over secure_sum."""
+    left = set()
+    if not dp:
+        left |= set(PRIVACY_COLUMNS)
+    if not secure_sum:
+        left |= {c for c in SECAGG_COLUMNS if c.startswith("secagg_")}
+    if not outliers:
+        left.add("outlier_clients")
+    if not (distributed and secure_sum):
+        left.add("ddp_wrapped_fraction")
+    return frozenset(left)
+
+
+def columns(scoring: Scoring | None = None, extra_eval: tuple[str, ...] = (),
+            omit: frozenset[str] = frozenset()) -> list[str]:
+    """The metrics.csv columns for a task's scoring (default: classification), less
+    `omit` (`unfilled`'s columns a run cannot fill).
 
     Training metrics of the task follow train_loss (train_accuracy, train_rmse,
     ...); its eval columns (test_*, fed_test_*, naive_*, then `extra_eval`, e.g.
@@ -46,7 +65,7 @@ def columns(scoring: Scoring | None = None, extra_eval: tuple[str, ...] = ()) ->
     """
     scoring = scoring or Scoring()
     train = ("round", "train_loss") + tuple(f"train_{m}" for m in scoring.train_metric_names)
-    rest = tuple(c for c in COLUMNS if c not in train)
+    rest = tuple(c for c in COLUMNS if c not in train and c not in omit)
     return list(train + rest + eval_columns(scoring) + tuple(extra_eval) + ("eval_seconds",))
 
 
