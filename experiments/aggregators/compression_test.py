@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 
 from experiments.aggregators import compression as c
+from experiments.aggregators import transforms as t
 from experiments.config import ExperimentConfig, validate
 from experiments.core.errors import UsageError
 
@@ -101,7 +102,7 @@ def test_low_rank_is_the_update_shrunk_by_k_over_m_in_expectation() -> None:
 def test_deterministic_rounding_would_be_biased() -> None:
     """Control: rounding to the nearest level (no noise) fails the unbiasedness check."""
     x = _tensors(shapes=[(64,)])[0]
-    nearest = c.dequantize({**c.quantize(x, 1, tf.constant([0, 0])),
+    nearest = t.dequantize({**t.quantize(x, 1, tf.constant([0, 0])),
                             "codes": tf.cast(tf.round((x - tf.reduce_min(x)) / (
                                 tf.reduce_max(x) - tf.reduce_min(x))), tf.int32)}, 1)
     assert np.abs(nearest.numpy() - x.numpy()).mean() > 0.1
@@ -142,14 +143,14 @@ def test_random_mask_bits_count_the_values_actually_sent() -> None:
 
 
 def test_padding_is_paid_for() -> None:
-    assert c.padded_size(1000) == 1024 and c.block_size(1000) == 1024  # 24 <= 1000 / 32
-    assert c.padded_size(90) == 92 and c.block_size(90) == 4
-    assert c.padded_size(2**20) == 2**20 and c.block_size(2**20) == c.MAX_BLOCK
-    assert c.padded_size(1_179_648) == 1_179_648  # 9216 x 128: 72 blocks of 2^14
-    assert c.block_size(99_991) == 4096  # a large prime: 2,409 padded elements
-    assert c.block_size(7) == 1  # tiny primes are only sign-flipped
+    assert t.padded_size(1000) == 1024 and t.block_size(1000) == 1024  # 24 <= 1000 / 32
+    assert t.padded_size(90) == 92 and t.block_size(90) == 4
+    assert t.padded_size(2**20) == 2**20 and t.block_size(2**20) == t.MAX_BLOCK
+    assert t.padded_size(1_179_648) == 1_179_648  # 9216 x 128: 72 blocks of 2^14
+    assert t.block_size(99_991) == 4096  # a large prime: 2,409 padded elements
+    assert t.block_size(7) == 1  # tiny primes are only sign-flipped
     for n in (1, 3, 62, 1000, 7850, 18_432, 99_991):
-        assert n <= c.padded_size(n) <= n + max(1, n // 32)
+        assert n <= t.padded_size(n) <= n + max(1, n // 32)
 
 
 # ----- rotation ---------------------------------------------------------------------
@@ -158,27 +159,27 @@ def test_hadamard_matches_sylvester_matrix() -> None:
     while h.shape[0] < 64:
         h = np.block([[h, h], [h, -h]])
     x = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
-    np.testing.assert_allclose(c.hadamard(tf.constant(x)).numpy(), x @ h.T / 8, atol=1e-5)
+    np.testing.assert_allclose(t.hadamard(tf.constant(x)).numpy(), x @ h.T / 8, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 6, 1000, 5000, 2**15 + 3])
 def test_rotation_and_inverse_round_trip(n: int) -> None:
     x = tf.constant(np.random.default_rng(n).normal(size=n).astype(np.float32))
     seed = tf.constant([4, 2])
-    rotated = c.rotate(x, seed)
-    assert rotated.shape[0] == c.padded_size(n)
+    rotated = t.rotate(x, seed)
+    assert rotated.shape[0] == t.padded_size(n)
     np.testing.assert_allclose(np.linalg.norm(rotated.numpy()), np.linalg.norm(x.numpy()),
                                rtol=1e-5)  # orthonormal
-    np.testing.assert_allclose(c.unrotate(rotated, n, seed).numpy(), x.numpy(), atol=1e-5)
+    np.testing.assert_allclose(t.unrotate(rotated, n, seed).numpy(), x.numpy(), atol=1e-5)
     if n > 8:  # a different seed is a different rotation
-        assert np.abs(c.unrotate(rotated, n, tf.constant([4, 3])).numpy()
+        assert np.abs(t.unrotate(rotated, n, tf.constant([4, 3])).numpy()
                       - x.numpy()).max() > 0.1
 
 
 def test_rotation_shrinks_the_range_quantisation_sees() -> None:
     x = np.zeros(4096, np.float32)
     x[7] = 1.0  # one spike: plain quantisation wastes its levels
-    rotated = c.rotate(tf.constant(x), tf.constant([1, 1])).numpy()
+    rotated = t.rotate(tf.constant(x), tf.constant([1, 1])).numpy()
     assert np.ptp(rotated) < 0.1 * np.ptp(x)
 
 
@@ -203,7 +204,7 @@ def test_low_rank_is_the_projection_onto_the_seeded_basis(shape) -> None:
     payload = c.encode_tensor(method, u, seed, index=0)
     long_side = max(shape)
     assert payload["factor"].shape == ((3, shape[1]) if shape[0] == long_side else (shape[0], 3))
-    a = c.basis(long_side, 3, c._seed(seed, 0, 0)).numpy().astype(np.float64)
+    a = t.basis(long_side, 3, c._seed(seed, 0, 0)).numpy().astype(np.float64)
     np.testing.assert_allclose(a.T @ a, np.eye(3), atol=1e-5)
     un = u.numpy().astype(np.float64)
     expected = a @ a.T @ un if shape[0] == long_side else un @ a @ a.T
