@@ -352,7 +352,9 @@ def test_sigterm_stops_trials_and_records_them_interrupted(tmp_path, emnist_dir,
     trial = _status(root / "term")["trials"]["client_learning_rate=0.1"]
     assert trial["status"] == "interrupted", trial
     assert "run the same command again to resume" in stdout
-    assert not _processes_mentioning("client_learning_rate=0.1.cfg")
+    # This sweep's own trial (its flagfile is under tmp_path; other sweeps on the
+    # machine may run trials of the same name).
+    assert not _processes_mentioning(f"{root}/term/.trials/client_learning_rate=0.1.cfg")
 
 
 # ----- random search -----------------------------------------------------------------------
@@ -484,4 +486,4 @@ def test_ray_launcher_runs_the_same_trials(tmp_path, emnist_dir, home):
     while set(_ray_processes()) - before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not set(_ray_processes()) - before
-    assert not _processes_mentioning("client_learning_rate=0.1.cfg")
+    assert not _processes_mentioning(f"{folder}/.trials/client_learning_rate=0.1.cfg")
