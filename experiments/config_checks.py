@@ -13,7 +13,7 @@ import dataclasses
 import math
 import typing
 
-from experiments.aggregators.settings import COMPRESSION_SETTINGS
+from experiments.aggregators.settings import COMPRESSION_SETTINGS, parse_stages
 from experiments.core.errors import UsageError
 
 if typing.TYPE_CHECKING:
@@ -288,6 +288,12 @@ def _validate_compression(config: ExperimentConfig) -> None:
     _require(0 < config.keep_fraction <= 1,
              f"--keep_fraction={config.keep_fraction} must be in (0, 1]")
     _require(config.rank >= 1, f"--rank={config.rank} must be a positive integer")
+    if method == "pipeline":
+        try:
+            parse_stages(config.compression_stages)
+        except ValueError as e:
+            raise UsageError(f"--compression_stages={config.compression_stages!r}: "
+                             f"{e}") from None
     if method == "none":
         return
     _require(config.algorithm != "centralized",

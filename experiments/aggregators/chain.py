@@ -104,9 +104,7 @@ def _compressed(settings: ChainSettings):
             zeroing=False, clipping=False, weighted=weighted)
         mean = reference
     else:
-        method = compression.Method(c.compression, bits=c.quantization_bits,
-                                    keep_fraction=c.keep_fraction, rank=c.rank)
-        summed = compression.CompressedSumFactory(method, settings.seed)
+        summed = compression.CompressedSumFactory(compression.Method.of(c), settings.seed)
         mean = (tff.aggregators.MeanFactory(value_sum_factory=summed) if weighted
                 else tff.aggregators.UnweightedMeanFactory(value_sum_factory=summed))
     if dp.dp == "local":

@@ -34,6 +34,8 @@ Methods (`--compression`):
   span of A (not a scaled, unbiased estimate: the restriction is the method;
   in expectation over A it is the update shrunk by k / m, m the longer side).
   Tensors with min(m, n) <= k and biases travel as float32.
+* `pipeline`: `--compression_stages` composed in order on each tensor
+  (subsample, top-k, rotation, quantisation; experiments.aggregators.pipeline).
 * `low_rank_unbiased`: the same payload, decoded as (m / k) A B: A A^T is a
   uniformly random rank-k projection with expectation (k / m) I, so the
   rescaled decode is an unbiased estimate of U (with k / m of its variance
@@ -62,6 +64,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from experiments.aggregators import pipeline
+from experiments.aggregators.settings import CompressionSettings, Stage, parse_stages
 from experiments.aggregators.transforms import (
     basis,
     dequantize,
@@ -75,7 +79,7 @@ from experiments.aggregators.transforms import (
 )
 
 METHODS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
-           "low_rank_unbiased", "tff")
+           "low_rank_unbiased", "pipeline", "tff")
 _LOW_RANK = ("low_rank", "low_rank_unbiased")
 SEED_BITS = 32  # the client's part h of its seed [r, h]
 ROUND_SEED_BITS = 32  # the round counter r broadcast to clients
@@ -93,14 +97,27 @@ class Method:
     bits: int = 8
     keep_fraction: float = 0.1
     rank: int = 4
+    stages: tuple[Stage, ...] = ()  # pipeline
+
+    @classmethod
+    def of(cls, settings: CompressionSettings) -> Method:
+        """The method of a run's compression flags."""
+        stages = (parse_stages(settings.compression_stages)
+                  if settings.compression == "pipeline" else ())
+        return cls(settings.compression, bits=settings.quantization_bits,
+                   keep_fraction=settings.keep_fraction, rank=settings.rank, stages=stages)
 
     @property
     def sends_seed(self) -> bool:
         """Whether the decoder needs the client's seed (so it travels)."""
+        if self.name == "pipeline":
+            return pipeline.sends_seed(self.stages)
         return self.name in _SEEDED
 
-    def width(self, field: str) -> int:
-        """Wire width in bits of one element of a payload field."""
+    def width(self, field: str, n: int) -> int:
+        """Wire width in bits of one element of a payload field of an n-value tensor."""
+        if self.name == "pipeline":
+            return pipeline.field_bits(self.stages, n, field)
         return self.bits if field == "codes" else FLOAT_BITS
 
 
@@ -117,6 +134,8 @@ def encode_tensor(method: Method, x: tf.Tensor, seed: tf.Tensor, index: int) -> 
     n = flat.shape[0]
     if method.name == "quantize":
         return quantize(flat, method.bits, _seed(seed, index, 1))
+    if method.name == "pipeline":
+        return pipeline.encode(method.stages, flat, _seed(seed, index, 2))
     if method.name == "rotate_quantize":
         rotated = rotate(flat, _seed(seed, index, 0))
         return quantize(rotated, method.bits, _seed(seed, index, 1))
@@ -142,6 +161,8 @@ def decode_tensor(method: Method, payload: dict, shape: tuple[int, ...], seed: t
     n = int(np.prod(shape))
     if method.name == "quantize":
         flat = dequantize(payload, method.bits)
+    elif method.name == "pipeline":
+        flat = pipeline.decode(method.stages, payload, n, _seed(seed, index, 2))
     elif method.name == "rotate_quantize":
         flat = unrotate(dequantize(payload, method.bits), n, _seed(seed, index, 0))
     elif method.name == "random_mask":
@@ -197,12 +218,13 @@ def decode(method: Method, payload: dict, shapes: list[tuple[int, ...]],
             for i, (fields, shape) in enumerate(zip(payload["tensors"], shapes, strict=True))]
 
 
-def payload_bits(method: Method, payload: dict) -> tf.Tensor:
+def payload_bits(method: Method, payload: dict, shapes: list[tuple[int, ...]]) -> tf.Tensor:
     """Bits on the wire of one payload: every element at its field's width (int64)."""
     total = tf.constant(0, tf.int64)
-    for fields in payload["tensors"]:
+    for fields, shape in zip(payload["tensors"], shapes, strict=True):
         for name, tensor in fields.items():
-            total += tf.size(tensor, out_type=tf.int64) * method.width(name)
+            width = method.width(name, int(np.prod(shape)))
+            total += tf.size(tensor, out_type=tf.int64) * width
     return total + tf.size(payload["seed"], out_type=tf.int64) * SEED_BITS
 
 
@@ -214,6 +236,8 @@ def expected_bits(method: Method, shapes: list[tuple[int, ...]]) -> float:
         n = int(np.prod(shape))
         if method.name == "quantize":
             total += n * method.bits + 2 * FLOAT_BITS
+        elif method.name == "pipeline":
+            total += pipeline.expected_bits(method.stages, n)
         elif method.name == "rotate_quantize":
             total += padded_size(n) * method.bits + 2 * FLOAT_BITS
         elif method.name == "random_mask":  # in expectation: the mask is random
@@ -236,7 +260,7 @@ class CompressedSumFactory(tff.aggregators.UnweightedAggregationFactory):
     """
 
     def __init__(self, method: Method, experiment_seed: int = 0):
-        if method.name not in _SEEDED + ("quantize",):
+        if method.name not in _SEEDED + ("quantize", "pipeline"):
             raise ValueError(f"CompressedSumFactory has no method {method.name}")
         self._method = method
         self._seed = experiment_seed
@@ -251,7 +275,7 @@ class CompressedSumFactory(tff.aggregators.UnweightedAggregationFactory):
         @tff.tensorflow.computation(value_type, round_type)
         def encode_fn(value, round_seed):
             payload = encode(method, tf.nest.flatten(value), round_seed, experiment_seed)
-            return payload, payload_bits(method, payload)
+            return payload, payload_bits(method, payload, shapes)
 
         payload_type = encode_fn.type_signature.result[0]
 

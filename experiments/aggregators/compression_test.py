@@ -124,7 +124,7 @@ def test_deterministic_rounding_would_be_biased() -> None:
 ])
 def test_reported_bits_equal_the_payload_formula(method: c.Method, formula: int) -> None:
     payload = c.encode(method, _tensors(), tf.constant(7))
-    assert int(c.payload_bits(method, payload)) == formula
+    assert int(c.payload_bits(method, payload, SHAPES)) == formula
     assert c.expected_bits(method, SHAPES) == formula
 
 
@@ -134,7 +134,7 @@ def test_random_mask_bits_count_the_values_actually_sent() -> None:
     payload = c.encode(method, tensors, tf.constant(3))
     decoded = c.decode(method, payload, SHAPES, tf.constant(3))
     sent = sum(int(np.count_nonzero(d.numpy())) for d in decoded)  # the data has no zeros
-    assert int(c.payload_bits(method, payload)) == 32 * sent + 32
+    assert int(c.payload_bits(method, payload, SHAPES)) == 32 * sent + 32
     assert abs(sent - 0.3 * 216) < 4 * np.sqrt(216 * 0.3 * 0.7)
     # Kept values arrive scaled by 1/p, the others are zero.
     for d, x in zip(decoded, tensors, strict=True):
@@ -234,7 +234,7 @@ def test_decoded_aggregate_equals_sum_of_decoded_client_updates(tff_worker,
         for client in clients:
             tensors = [tf.constant(client["a"]), tf.constant(client["b"])]
             payload = c.encode(method, tensors, tf.constant(round_seed), experiment_seed=9)
-            bits += int(c.payload_bits(method, payload))
+            bits += int(c.payload_bits(method, payload, [(20, 6), (6,)]))
             decoded.append(c.decode(method, payload, [(20, 6), (6,)], tf.constant(round_seed)))
         for i, key in enumerate(("a", "b")):
             expected = np.sum([d[i].numpy().astype(np.float64) for d in decoded], axis=0)

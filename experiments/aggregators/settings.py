@@ -10,12 +10,56 @@ from experiments.core.settings import setting
 # experiments.aggregators.secure_sum).
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff_secure")
 COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
-                "low_rank_unbiased", "tff")
+                "low_rank_unbiased", "pipeline", "tff")
 # Each compression setting and the methods it applies to (elsewhere it must stay
 # at its default, and reports leave it blank).
 COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
                         "keep_fraction": ("random_mask",),
-                        "rank": ("low_rank", "low_rank_unbiased")}
+                        "rank": ("low_rank", "low_rank_unbiased"),
+                        "compression_stages": ("pipeline",)}
+# Pipeline stages (experiments.aggregators.pipeline): name -> what its value is.
+STAGES = {"subsample": "fraction of coordinates kept, uniformly at random (unbiased)",
+          "topk": "fraction of coordinates kept, the largest in magnitude (biased)",
+          "rotate": "",  # randomized Hadamard rotation, no value
+          "quantize": "bits per coordinate, 1..16 (last stage only)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of a compression pipeline."""
+
+    name: str
+    value: float = 0.0
+
+
+def parse_stages(spec: str) -> tuple[Stage, ...]:
+    """'subsample:0.1,rotate,quantize:2' -> stages; ValueError saying what is valid."""
+    valid = "subsample:P, topk:F, rotate, quantize:B (comma-separated, in order)"
+    stages = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        name, _, value = part.partition(":")
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {valid}")
+        if (name == "rotate") != (value == ""):
+            raise ValueError(f"stage {part!r}: rotate takes no value, the others one; "
+                             f"stages: {valid}")
+        try:
+            number = float(value) if value else 0.0
+        except ValueError:
+            raise ValueError(f"stage {part!r}: {value!r} is not a number") from None
+        if name in ("subsample", "topk") and not 0 < number <= 1:
+            raise ValueError(f"stage {part!r}: the fraction must be in (0, 1]")
+        if name == "quantize" and not (number.is_integer() and 1 <= number <= 16):
+            raise ValueError(f"stage {part!r}: bits must be an integer in 1..16")
+        stages.append(Stage(name, number))
+    names = [s.name for s in stages]
+    if not stages:
+        raise ValueError(f"no stages; give e.g. 'subsample:0.1,rotate,quantize:2' ({valid})")
+    if len(set(names)) < len(names):
+        raise ValueError("each stage may appear once")
+    if "quantize" in names and names[-1] != "quantize":
+        raise ValueError("quantize must be the last stage")
+    return tuple(stages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +91,14 @@ class CompressionSettings:
         "none", "Upload compression: quantize (stochastic uniform), rotate_quantize "
         "(randomized Hadamard + quantize), random_mask (seeded subsampling), low_rank "
         "(structured updates: a biased rank-k projection), low_rank_unbiased (the same "
-        "payload rescaled by m / k: unbiased), tff (tff.learning.compression_aggregator).",
+        "payload rescaled by m / k: unbiased), pipeline (--compression_stages composed), "
+        "tff (tff.learning.compression_aggregator).",
         COMPRESSIONS)
     quantization_bits: int = setting(8, "quantize / rotate_quantize: bits per coordinate "
                                      "(1..16).")
     keep_fraction: float = setting(0.1, "random_mask: probability each coordinate is sent.")
     rank: int = setting(4, "low_rank / low_rank_unbiased: rank of each kernel's update.")
+    compression_stages: str = setting(
+        "", "pipeline: stages applied in order on each tensor and inverted on the server, "
+        "e.g. 'subsample:0.1,rotate,quantize:2' (subsample:P unbiased, topk:F biased, "
+        "rotate, quantize:B last).")

@@ -88,8 +88,7 @@ class Traffic:
         if settings.compression == "tff":
             up, down = compression.tff_payload_bits(shapes)
             return cls(model + down, up + weight, float32_up, weight)
-        method = compression.Method(settings.compression, bits=settings.quantization_bits,
-                                    keep_fraction=settings.keep_fraction, rank=settings.rank)
+        method = compression.Method.of(settings)
         return cls(model + compression.ROUND_SEED_BITS,
                    compression.expected_bits(method, shapes) + weight, float32_up, weight,
                    measured=True)
