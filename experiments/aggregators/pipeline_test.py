@@ -130,3 +130,24 @@ def test_bad_stage_specs_are_one_line_errors(spec: str, message: str) -> None:
     assert message in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(UsageError, match="--compression_stages only applies"):
         validate(ExperimentConfig(compression_stages="rotate"))
+
+
+def test_a_training_round_reports_the_pipelines_bits(tff_worker, emnist_dir: str) -> None:  # noqa: F811
+    from experiments.algorithms.fedavg_numpy_test import _trainer
+
+    spec = "subsample:0.1,rotate,quantize:2"
+    config, _, trainer, state = _trainer(emnist_dir, compression="pipeline",
+                                         compression_stages=spec)
+    validate(config)
+    before = [w.copy() for w in trainer.model_weights(state)]
+    state, row = trainer.run_round(state, 1)
+    # kernel 48,608 -> 4,861 kept -> padded to blocks -> 2 bits; bias 62 -> 6 -> 2 bits;
+    # min and max per tensor, the 32-bit seed, and weighted FedAvg's float32 weight.
+    stages = parse_stages(spec)
+    kernel, bias = pipeline.lengths(stages, 784 * 62), pipeline.lengths(stages, 62)
+    assert kernel[:2] == [48_608, 4_861] and bias[:2] == [62, 6]
+    assert row["bits_up_per_client"] == 2 * (kernel[-1] + bias[-1]) + 4 * 32 + 32 + 32
+    assert row["compression_factor"] == pytest.approx((32 * (48_608 + 62) + 32)
+                                                      / row["bits_up_per_client"])
+    after = trainer.model_weights(state)
+    assert all(np.any(a != b) for a, b in zip(after, before, strict=True))  # it trained
