@@ -296,6 +296,12 @@ def _validate_compression(config: ExperimentConfig) -> None:
                              f"{e}") from None
     if method == "none":
         return
+    _require(not config.error_feedback or (config.dp == "none" and config.algorithm in (
+        "fedavg", "fedavg_unweighted")),
+             "--error_feedback needs --dp=none and --algorithm=fedavg or fedavg_unweighted: "
+             "the residual a client carries would enter its next upload before any DP "
+             "noise, which the accounting does not cover, and only FedAvg's round runs "
+             "the clients' uploads in Python")
     _require(config.algorithm != "centralized",
              f"--compression={method} applies to federated algorithms, not "
              f"--algorithm=centralized")

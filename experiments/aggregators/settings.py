@@ -16,7 +16,9 @@ COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank"
 COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
                         "keep_fraction": ("random_mask",),
                         "rank": ("low_rank", "low_rank_unbiased"),
-                        "compression_stages": ("pipeline",)}
+                        "compression_stages": ("pipeline",),
+                        "error_feedback": ("quantize", "rotate_quantize", "random_mask",
+                                           "low_rank", "low_rank_unbiased", "pipeline")}
 # Pipeline stages (experiments.aggregators.pipeline): name -> what its value is.
 STAGES = {"subsample": "fraction of coordinates kept, uniformly at random (unbiased)",
           "topk": "fraction of coordinates kept, the largest in magnitude (biased)",
@@ -98,6 +100,10 @@ class CompressionSettings:
                                      "(1..16).")
     keep_fraction: float = setting(0.1, "random_mask: probability each coordinate is sent.")
     rank: int = setting(4, "low_rank / low_rank_unbiased: rank of each kernel's update.")
+    error_feedback: bool = setting(
+        False, "Each client adds to its update what its compressed uploads lost so far "
+        "(EF-SGD, Karimireddy et al. 2019): state kept on the client; for biased "
+        "compressors (topk, low_rank).")
     compression_stages: str = setting(
         "", "pipeline: stages applied in order on each tensor and inverted on the server, "
         "e.g. 'subsample:0.1,rotate,quantize:2' (subsample:P unbiased, topk:F biased, "

@@ -7,7 +7,9 @@ single client's update. Two features need exactly that:
 - `--aggregator=secure_sum`: each update is quantised to integers and summed
   by the simulated Bonawitz et al. protocol (experiments.aggregators.secure_sum),
   with dropouts after masking and the round's cost;
-- `--outlier_kind=scaled_random`: outlier clients replace their update.
+- `--outlier_kind=scaled_random`: outlier clients replace their update;
+- `--error_feedback`: each client adds the residual its compressed uploads lost
+  (experiments.algorithms.error_feedback), state that stays on the client.
 
 `SplitProcess` therefore runs the same three pieces the composed FedAvg
 process is built from (`experiments.algorithms.builder.fedavg_parts`: the client work,
@@ -21,10 +23,13 @@ process's, composed from the same parts.
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
+from experiments.aggregators import compression
 from experiments.aggregators import secure_sum as secagg
-from experiments.algorithms import builder
+from experiments.aggregators.settings import CompressionSettings
+from experiments.algorithms import builder, error_feedback
 from experiments.config import ExperimentConfig
 from experiments.core.settings import pick
 from experiments.privacy import discrete_gaussian
@@ -47,6 +52,37 @@ class SplitProcess:
         self._outliers = outliers
         self._client_work, self._aggregator = parts.client_work, parts.aggregator
         self._finalizer = parts.finalizer
+        shapes = [tuple(t.shape) for t in
+                  parts.initial_weights.type_signature.result.trainable]
+        self._feedback = (error_feedback.ErrorFeedback(
+            compression.Method.of(pick(CompressionSettings, config)), shapes, config.seed)
+            if config.error_feedback else None)
+
+    # The clients' residuals under --error_feedback (the trainer checks their memory).
+    client_state_name = "error-feedback residuals"
+
+    @property
+    def client_state_bytes(self) -> int:
+        """Bytes each client keeps (0 without error feedback)."""
+        return self._feedback.states.bytes_per_client if self._feedback else 0
+
+    def to_arrays(self, state) -> list[np.ndarray]:
+        """The server state's arrays, then the clients' residuals (checkpoints)."""
+        saved = [np.asarray(x) for x in tf.nest.flatten(state)]
+        return saved + (self._feedback.states.to_arrays() if self._feedback else [])
+
+    def from_arrays(self, arrays: list[np.ndarray]):
+        """Inverse of to_arrays; None when the arrays do not fit this process."""
+        if self._feedback is not None:
+            parts = self._feedback.states.saved_arrays
+            self._feedback.states = self._feedback.states.from_arrays(arrays[-parts:])
+            arrays = arrays[:-parts]
+        template = self.initialize()
+        flat = tf.nest.flatten(template)
+        if len(flat) != len(arrays) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(flat, arrays, strict=True)):
+            return None
+        return tf.nest.pack_sequence_as(template, arrays)
 
     # The composed process's own entry points.
     def initialize(self):
@@ -70,6 +106,10 @@ class SplitProcess:
         metrics = {"client_work": work.measurements}
         if self._config.aggregator == "secure_sum":
             aggregate, metrics["secagg"] = self._secure_mean(updates, round_num)
+            aggregator_state = state.aggregator
+        elif self._feedback is not None:
+            aggregate, metrics["aggregator"] = self._feedback.mean(
+                updates, update_weights, clients, round_num)
             aggregator_state = state.aggregator
         else:
             out = self._aggregator.next(state.aggregator, updates, update_weights)
@@ -149,7 +189,8 @@ class SplitProcess:
 
 def needed(config: ExperimentConfig, outliers: Outliers) -> bool:
     """Whether the config needs Python between client work and aggregation."""
-    return config.aggregator == "secure_sum" or outliers.update_side
+    return (config.aggregator == "secure_sum" or outliers.update_side
+            or config.error_feedback)
 
 
 def build(config: ExperimentConfig, task: Task, outliers: Outliers, population: int):

@@ -145,9 +145,10 @@ class FederatedTrainer:
         """What the clients keep (SCAFFOLD's control variates, local layers, Ditto's
         personal models): checked against the memory budget, described for hparams."""
         kept = []
-        if hasattr(self._process, "client_state_bytes"):
-            what = ("local layers" if config.local_layers
-                    else f"{config.algorithm} control variates")
+        if getattr(self._process, "client_state_bytes", 0):
+            what = getattr(self._process, "client_state_name", None) or (
+                "local layers" if config.local_layers
+                else f"{config.algorithm} control variates")
             kept.append((what, self._process.client_state_bytes))
         if self._ditto is not None:
             kept.append(("Ditto personal models", self._ditto.states.bytes_per_client))
