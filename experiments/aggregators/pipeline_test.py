@@ -41,6 +41,12 @@ def _method(spec: str) -> c.Method:
     ("topk:0.1,quantize:4", 4 * (12 + 1 + 9) + 64 * 3 + 7 * 12 + 3 + 7 * 9),
     # rotation alone: padded lengths 120, 6, 92 as float32, one seed.
     ("rotate", 32 * (120 + 6 + 92) + 32),
+    # count sketch into 30, 2 (round(0.25 * 6)), 22 buckets, float32; one seed.
+    ("sketch:0.25", 32 * (30 + 2 + 22) + 32),
+    # scaled signs: one bit per value and the mean magnitude per tensor, no seed.
+    ("sign", (120 + 6 + 90) + 32 * 3),
+    # 30, 2, 22 buckets rotate in blocks of 2 (no padding), then one bit each.
+    ("sketch:0.25,rotate,sign", (30 + 2 + 22) + 32 * 3 + 32),
 ])
 def test_bits_are_the_payloads_and_the_formulas(spec: str, formula: int) -> None:
     method = _method(spec)
@@ -72,15 +78,17 @@ def _looks_unbiased(truth, mean, error) -> bool:
 
 @pytest.mark.parametrize("spec", ["subsample:0.25", "rotate,quantize:2",
                                   "subsample:0.25,rotate,quantize:2",
-                                  "subsample:0.5,quantize:1", "quantize:3"])
+                                  "subsample:0.5,quantize:1", "quantize:3", "sketch:0.5",
+                                  "sketch:0.5,rotate,quantize:2"])
 def test_unbiased_compositions_are_unbiased(spec: str) -> None:
     assert pipeline.unbiased(parse_stages(spec))
     assert _looks_unbiased(*_mean_decode(spec))
 
 
-def test_the_check_rejects_a_biased_composition() -> None:
-    assert not pipeline.unbiased(parse_stages("topk:0.25,quantize:2"))
-    assert not _looks_unbiased(*_mean_decode("topk:0.25,quantize:2", draws=100))
+@pytest.mark.parametrize("spec", ["topk:0.25,quantize:2", "rotate,sign"])
+def test_the_check_rejects_a_biased_composition(spec: str) -> None:
+    assert not pipeline.unbiased(parse_stages(spec))
+    assert not _looks_unbiased(*_mean_decode(spec, draws=100))
 
 
 def test_lossless_stages_decode_exactly() -> None:
@@ -114,11 +122,13 @@ def test_the_aggregate_is_the_sum_of_the_decoded_updates(tff_worker) -> None:  #
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("quantize:2,rotate", "quantize must be the last stage"),
+    ("quantize:2,rotate", "quantize or sign must be the last stage"),
+    ("sign,quantize:2", "quantize or sign must be the last stage"),
+    ("sign:1", "rotate and sign take no value"),
     ("subsample:0", "the fraction must be in (0, 1]"),
-    ("rotate:3", "rotate takes no value"),
+    ("rotate:3", "rotate and sign take no value"),
     ("quantize:2.5", "bits must be an integer in 1..16"),
-    ("sketch:0.1", "unknown stage 'sketch'"),
+    ("countsketch:0.1", "unknown stage 'countsketch'"),
     ("rotate,rotate", "each stage may appear once"),
     ("", "no stages"),
 ])

@@ -22,8 +22,12 @@ COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
 # Pipeline stages (experiments.aggregators.pipeline): name -> what its value is.
 STAGES = {"subsample": "fraction of coordinates kept, uniformly at random (unbiased)",
           "topk": "fraction of coordinates kept, the largest in magnitude (biased)",
+          "sketch": "count-sketch columns as a fraction of the coordinates (unbiased)",
           "rotate": "",  # randomized Hadamard rotation, no value
+          "sign": "",  # scaled signs, 1 bit per coordinate (biased; last stage only)
           "quantize": "bits per coordinate, 1..16 (last stage only)"}
+TERMINAL = ("quantize", "sign")  # stages that end a pipeline
+_NO_VALUE = ("rotate", "sign")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,20 +40,21 @@ class Stage:
 
 def parse_stages(spec: str) -> tuple[Stage, ...]:
     """'subsample:0.1,rotate,quantize:2' -> stages; ValueError saying what is valid."""
-    valid = "subsample:P, topk:F, rotate, quantize:B (comma-separated, in order)"
+    valid = ("subsample:P, topk:F, sketch:F, rotate, quantize:B or sign (comma-separated, "
+             "in order)")
     stages = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         name, _, value = part.partition(":")
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; stages: {valid}")
-        if (name == "rotate") != (value == ""):
-            raise ValueError(f"stage {part!r}: rotate takes no value, the others one; "
-                             f"stages: {valid}")
+        if (name in _NO_VALUE) != (value == ""):
+            raise ValueError(f"stage {part!r}: rotate and sign take no value, the others "
+                             f"one; stages: {valid}")
         try:
             number = float(value) if value else 0.0
         except ValueError:
             raise ValueError(f"stage {part!r}: {value!r} is not a number") from None
-        if name in ("subsample", "topk") and not 0 < number <= 1:
+        if name in ("subsample", "topk", "sketch") and not 0 < number <= 1:
             raise ValueError(f"stage {part!r}: the fraction must be in (0, 1]")
         if name == "quantize" and not (number.is_integer() and 1 <= number <= 16):
             raise ValueError(f"stage {part!r}: bits must be an integer in 1..16")
@@ -59,8 +64,8 @@ def parse_stages(spec: str) -> tuple[Stage, ...]:
         raise ValueError(f"no stages; give e.g. 'subsample:0.1,rotate,quantize:2' ({valid})")
     if len(set(names)) < len(names):
         raise ValueError("each stage may appear once")
-    if "quantize" in names and names[-1] != "quantize":
-        raise ValueError("quantize must be the last stage")
+    if any(n in TERMINAL for n in names[:-1]):
+        raise ValueError("quantize or sign must be the last stage, and only one of them")
     return tuple(stages)
 
 
