@@ -74,6 +74,15 @@ def _data(metrics: pd.DataFrame, config: dict, data: dict) -> dict[str, float | 
             "examples_fraction": per_round / examples if examples else math.nan}
 
 
+def _wall_seconds(hparams: dict, metrics: pd.DataFrame) -> float:
+    """The run's wall time: its sessions' (start-up, data, training, evaluation and
+    checkpoints); runs written before sessions were recorded: rounds plus evals."""
+    sessions = hparams.get("sessions")
+    if sessions:
+        return float(sum(s.get("seconds") or 0.0 for s in sessions))
+    return float(metrics["round_seconds"].sum() + metrics["eval_seconds"].fillna(0).sum())
+
+
 def _summary_row(path: str) -> dict:
     metrics = load_run(path)
     hparams = results.load_hparams(path)
@@ -87,8 +96,7 @@ def _summary_row(path: str) -> dict:
            "complete": results.load_summary(path) is not None,
            "rounds": int(metrics["round"].max()) if len(metrics) else 0,
            "eval_rounds": len(evals),
-           "wall_seconds": float(metrics["round_seconds"].sum()
-                                 + metrics["eval_seconds"].fillna(0).sum())}
+           "wall_seconds": _wall_seconds(hparams, metrics)}
     for column in eval_columns:
         row[column] = float(last[column]) if last is not None else math.nan
         if column.startswith("test_") and len(evals):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,12 @@ def test_seed_curves_band_per_round(tmp_path):
 def test_lower_is_better():
     assert runs.lower_is_better("test_rmse") and runs.lower_is_better("test_loss")
     assert not runs.lower_is_better("test_accuracy")
+
+
+def test_wall_seconds_are_the_sessions_when_recorded(tmp_path):
+    path = _fake_experiment(str(tmp_path), "a", 0, 0.8, 0.0)
+    hparams = results.load_hparams(path)
+    hparams["sessions"] = [{"started": "t0", "seconds": 30.0}, {"started": "t1",
+                                                                "seconds": 12.5}]
+    results.write_json(os.path.join(path, results.HPARAMS), hparams)
+    assert runs.load_sweep(str(tmp_path))["wall_seconds"].tolist() == [42.5]

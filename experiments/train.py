@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 import typing
 
 from absl import flags
@@ -59,6 +60,7 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
 
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
+    started = time.monotonic()  # the session's wall time counts from here
     # Here, not at the top: TensorFlow stays out of the binary's start (--help).
     from experiments.privacy import canaries
     from experiments.training import column_dictionary, loop, personalization, trainers
@@ -82,7 +84,8 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
                     outliers=config.outlier_fraction > 0,
                     distributed=config.dp == "distributed")),
             overwrite=config.overwrite, resumable=config_lib.resumable(config),
-            data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults())
+            data={**task.data_summary(), **trainer.summary}, defaults=config_lib.defaults(),
+            started=started)
         experiment.write_column_dictionary(column_dictionary.describe)
         evaluator = personalization.wrap(
             Evaluator(task, config.seed), task, personal,

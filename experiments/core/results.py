@@ -2,7 +2,7 @@
 
     <root_output_dir>/<experiment_name>/
         hparams.json      every setting, the data used, package versions, git
-                          commit, start time
+                          commit, start time, each session's wall time
         metrics.csv       one row per round; eval columns filled on eval rounds
         columns.json      each metrics.csv column's meaning and unit
         summary.json      written only when the run completes (its final row)
@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from importlib import metadata
 
@@ -118,16 +119,22 @@ def _format(value) -> str:
 class Experiment:
     """One experiment folder: create or resume it, append rounds, checkpoint."""
 
-    def __init__(self, path: str, columns: Sequence[str]):
+    def __init__(self, path: str, columns: Sequence[str], started: float | None = None):
         self.path = path
         self.columns = list(columns)
+        self._started = started  # time.monotonic() when this session's work began
 
     # ----- opening -----------------------------------------------------------
     @classmethod
     def open(cls, root: str, name: str, config: dict, columns: Sequence[str],
              overwrite: bool = False, resumable: frozenset[str] = frozenset(),
-             data: dict | None = None, defaults: dict | None = None) -> Experiment:
+             data: dict | None = None, defaults: dict | None = None,
+             started: float | None = None) -> Experiment:
         """Creates the folder, or reopens it for resumption if the config matches.
+
+        `started` (a time.monotonic() value: when this session's work began, start-up
+        included) makes every checkpoint and the summary record the session's wall
+        time in hparams.json's `sessions`, whose sum is the run's wall time.
 
         A different configuration under an existing name is refused unless
         `overwrite`, in which case the old folder is kept under a dated name.
@@ -158,7 +165,7 @@ class Experiment:
                     backup = f"{path}.replaced-{stamp}-{n}"
                 os.replace(path, backup)
                 print(f"Moved the old experiment to {backup}", file=sys.stderr)
-        experiment = cls(path, columns)
+        experiment = cls(path, columns, started)
         experiment._create_or_resume(config, data or {})
         return experiment
 
@@ -187,6 +194,8 @@ class Experiment:
             hparams = {"config": config, "data": data, "versions": package_versions(),
                        "git_commit": git_commit(), "start_time": now,
                        "command": sys.argv}
+        if self._started is not None:
+            hparams.setdefault("sessions", []).append({"started": now, "seconds": 0.0})
         write_json(hparams_path, hparams)
         if not os.path.exists(os.path.join(self.path, METRICS)):
             self._rewrite_metrics([])
@@ -268,6 +277,7 @@ class Experiment:
         atomic_write(self._checkpoint_path(round_num), buffer.getvalue())
         for old in self.checkpoint_rounds()[:-_KEEP_CHECKPOINTS]:
             os.remove(self._checkpoint_path(old))
+        self._record_session()
 
     def load_checkpoint(self) -> tuple[int, list[np.ndarray]] | None:
         """The newest readable checkpoint; a corrupted one is reported and skipped."""
@@ -285,7 +295,18 @@ class Experiment:
     # ----- completion --------------------------------------------------------
     def write_summary(self, summary: dict) -> None:
         """Marks the run complete with its final metrics."""
+        self._record_session()
         write_json(os.path.join(self.path, SUMMARY), summary)
+
+    def _record_session(self) -> None:
+        """This session's wall time so far, in hparams.json (sessions[-1].seconds)."""
+        if self._started is None:
+            return
+        path = os.path.join(self.path, HPARAMS)
+        hparams = read_json(path)
+        if hparams.get("sessions"):
+            hparams["sessions"][-1]["seconds"] = round(time.monotonic() - self._started, 3)
+            write_json(path, hparams)
 
     def clear_summary(self) -> None:
         """Removes the completion mark (the run is being extended)."""

@@ -385,3 +385,20 @@ def test_checkpoint_is_a_plain_npz(tmp_path) -> None:
         assert sorted(z.namelist()) == ["arr_0.npy", "arr_1.npy", "arr_2.npy"]
     with open(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
         _assert_state([data[f"arr_{i}"] for i in range(3)], 7)
+
+
+def test_sessions_record_their_wall_time(tmp_path, monkeypatch) -> None:
+    clock = iter([100.0, 104.5, 110.0, 200.0, 203.0])  # monotonic() at each recording
+    monkeypatch.setattr(results.time, "monotonic", lambda: next(clock))
+    exp = results.Experiment.open(str(tmp_path), "exp", CONFIG, COLUMNS,
+                                  resumable=RESUMABLE, started=90.0)
+    exp.save_checkpoint(1, _state(1))  # 100 - 90
+    exp.save_checkpoint(2, _state(2))  # 104.5 - 90
+    sessions = results.load_hparams(exp.path)["sessions"]
+    assert [s["seconds"] for s in sessions] == [14.5]
+    again = results.Experiment.open(str(tmp_path), "exp", CONFIG, COLUMNS,
+                                    resumable=RESUMABLE, started=105.0)
+    again.write_summary({"round": 2.0})  # 110 - 105
+    sessions = results.load_hparams(exp.path)["sessions"]
+    assert [s["seconds"] for s in sessions] == [14.5, 5.0]
+    assert all(s["started"] for s in sessions)
