@@ -35,6 +35,7 @@ flags.DEFINE_float("beta", DpSettings.beta, "distributed: conditional rounding b
 flags.DEFINE_float("k_stddevs", DpSettings.k_stddevs, "distributed: stddevs fitted.")
 flags.DEFINE_enum("rotation_type", DpSettings.rotation_type, ROTATION_TYPES,
                   "distributed: rotation.")
+flags.DEFINE_integer("bands", DpSettings.bands, "banded_mf: band width of the strategy.")
 FLAGS = flags.FLAGS
 
 
@@ -72,7 +73,8 @@ def plan() -> str:
         clients_per_round=FLAGS.clients_per_round, population=FLAGS.population,
         sampling=FLAGS.client_sampling,
         delta=FLAGS.delta or accounting.default_delta(FLAGS.population),
-        encoding=_encoding() if FLAGS.dp == "distributed" else None)
+        encoding=_encoding() if FLAGS.dp == "distributed" else None,
+        bands=FLAGS.bands if FLAGS.dp == "banded_mf" else 0, rounds=FLAGS.total_rounds)
     accounting.check(m)
     lines = []
     rounds = FLAGS.total_rounds
