@@ -59,6 +59,7 @@ BASE = dict(model="2nn", total_rounds=TOTAL, clients_per_round=3, rounds_per_eva
 PLAIN_COLUMNS = loop.columns(omit=loop.unfilled(dp=False, secure_sum=False, outliers=False,
                                                 distributed=False))
 
+
 def _config(emnist_dir: str, root: str, **overrides) -> ExperimentConfig:
     return ExperimentConfig(**{**BASE, "data_dir": emnist_dir, "root_output_dir": root,
                                **overrides})
