@@ -24,6 +24,11 @@ HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-he
               "-?", "--helpxml")
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    """Whether the command line asks for the flags' help (absl's --help family)."""
+    return any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:])
+
+
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
     """An absl `flags_parser` for app.run that reports bad flags in one line and ends
     --help (which absl ends with exit code 1) with 0: asking for help is no error."""
@@ -32,7 +37,7 @@ def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
         try:
             return flags.FLAGS(argv)
         except SystemExit:
-            if any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+            if asks_for_help(argv):
                 sys.exit(0)
             raise
         except flags.CantOpenFlagFileError as e:
@@ -67,13 +72,16 @@ def run(program: str, body: Callable[[], None], *, interrupted: str = stops.RESU
         and lower absl's verbosity to warnings unless --verbosity was given.
     """
 
+    if tensorflow and not asks_for_help(sys.argv):
+        # Before absl parses the flags, as at the package's import before: TF 2.14
+        # imported inside app.run's main breaks Keras (Flatten gets a None shape). A
+        # stop meanwhile ends as "nothing was written" (experiments/__init__.py);
+        # --help skips it and answers at once.
+        importlib.import_module("tensorflow")
+
     def main(argv: list[str]) -> None:
         if tensorflow:
             stderr_filter.filter_stderr()
-            # Here, after the flags (--help answers without it) and before the body:
-            # a stop during these seconds ends as "nothing was written", which is true.
-            importlib.import_module("tensorflow")
-
             if not flags.FLAGS["verbosity"].present:
                 logging.set_verbosity(logging.WARNING)  # TFF's INFO lines are noise to users
         if len(argv) > 1:

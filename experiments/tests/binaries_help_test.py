@@ -44,3 +44,17 @@ def test_tensorflow_imported_later_is_still_quiet() -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr
     assert "Unable to register" not in done.stderr and "TensorRT" not in done.stderr
+
+
+def test_a_binarys_body_builds_keras_models_with_flatten() -> None:
+    # TF 2.14 imported inside absl's app.run main breaks Keras: Flatten sees a None
+    # shape. binary.run imports it before parsing (but not for --help).
+    script = ("from experiments.core import binary\n"
+              "def body():\n"
+              "    from tasks import emnist_models\n"
+              "    print(emnist_models.two_nn(62, 0).count_params())\n"
+              "binary.run('t', body)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "209662"
