@@ -50,3 +50,13 @@ def test_names_are_stable_readable_and_leave_resumable_settings_out() -> None:
         other = dataclasses.replace(config, **{name: _other(field, getattr(config, name))})
         assert other.name() == config.name()
     assert ExperimentConfig(experiment_name="mine", dp="fixed").name() == "mine"
+
+
+def test_a_calibrated_run_is_named_from_its_flags_not_the_calibrated_noise(
+        emnist_dir: str, tmp_path) -> None:
+    from experiments.aggregators.chain_test import _run
+
+    path, _ = _run(emnist_dir, str(tmp_path), dp="fixed", target_epsilon=30.0,
+                   client_sampling="uniform", total_rounds=1, rounds_per_eval=1)
+    name = path.rsplit("/", 1)[1]
+    assert "_eps30.0_" in name and "_z" not in name  # the calibrated z is not in it

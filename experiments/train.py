@@ -61,6 +61,7 @@ def _resolve_privacy(config: config_lib.ExperimentConfig, task: Task
 def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
     """Runs the experiment the config describes; returns its folder and final row."""
     started = time.monotonic()  # the session's wall time counts from here
+    name = config.name()  # from the flags as given, before delta and z are filled in
     # Here, not at the top: TensorFlow stays out of the binary's start (--help).
     from experiments.privacy import canaries
     from experiments.training import column_dictionary, loop, personalization, trainers
@@ -76,7 +77,7 @@ def train(config: config_lib.ExperimentConfig) -> tuple[str, dict]:
         trainer = trainer_cls(config, task)
         personal = pick(PersonalizationSettings, config)
         experiment = results.Experiment.open(
-            config.root_output_dir, config.name(), config.as_dict(),
+            config.root_output_dir, name, config.as_dict(),
             loop.columns(task.scoring, personalization.columns(
                 config.personalization_steps, task.scoring, personal.keeps_personal_models),
                 omit=loop.unfilled(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sqlite3
 
 import numpy as np
 import tensorflow as tf
@@ -121,6 +122,38 @@ def multi_hot_tags(tag_strings, tags: list[str]) -> np.ndarray:
             if tag in index:
                 out[row, index[tag]] = 1.0
     return out
+
+
+def example_proto(tokens: str, title: str, tags: str, kind: str, score: int, date: str
+                  ) -> bytes:
+    """One serialized tf.train.Example of the StackOverflow layout (what `parse` reads)."""
+    def text(value: str) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+    features = {
+        "tokens": text(tokens), "title": text(title), "tags": text(tags),
+        "type": text(kind), "creation_date": text(date),
+        "score": tf.train.Feature(int64_list=tf.train.Int64List(value=[score])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+FULL_TRAIN_USERS = 342_477  # TFF's StackOverflow
+
+
+def data_name(path: str) -> str:
+    """The data set's name from the file's own content: a synthetic population (its
+    `synthetic` table, tasks.stackoverflow_synthetic), TFF's StackOverflow (342,477
+    training users), or other data in its layout, never called StackOverflow."""
+    users = sql_client_data.client_count(path, "train")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        synthetic = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'synthetic'").fetchone()
+    if synthetic:
+        return f"synthetic StackOverflow layout ({users:,} users; not real text)"
+    if users == FULL_TRAIN_USERS:
+        return "StackOverflow"
+    return f"StackOverflow-layout data ({users:,} users; not StackOverflow itself)"
 
 
 def data_path(data_dir: str | None) -> str:

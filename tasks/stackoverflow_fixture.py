@@ -14,9 +14,8 @@ import os
 import sqlite3
 
 import numpy as np
-import tensorflow as tf
 
-from tasks import sql_client_data
+from tasks import sql_client_data, stackoverflow
 
 SPLITS = ("train", "heldout", "test")
 TOPICS = (
@@ -25,18 +24,6 @@ TOPICS = (
     ("git", "you can commit the change and push it to the branch ."),
     ("java", "the class has a public static void main method ."),
 )
-
-
-def _example(tokens: str, title: str, tags: str, kind: str, score: int, date: str) -> bytes:
-    def text(value: str) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-
-    features = {
-        "tokens": text(tokens), "title": text(title), "tags": text(tags),
-        "type": text(kind), "creation_date": text(date),
-        "score": tf.train.Feature(int64_list=tf.train.Int64List(value=[score])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
 def write(folder: str, num_clients: int = 8, examples_per_client: tuple[int, int] = (6, 12),
@@ -60,7 +47,7 @@ def write(folder: str, num_clients: int = 8, examples_per_client: tuple[int, int
                     tokens = " ".join(words[start:] + [f"rare{c}x{i}"])  # one OOV word
                     tags = f"{tag}|t{c}" if i % 2 else tag
                     db.execute("INSERT INTO examples VALUES (?, ?, ?)", (
-                        split, client_id, _example(
+                        split, client_id, stackoverflow.example_proto(
                             tokens, f"how to use {tag}", tags, "question" if i == 0
                             else "answer", int(rng.integers(-2, 10)),
                             f"2018-0{1 + i % 9}-1{c % 10} 10:00:00.000 UTC")))

@@ -59,6 +59,7 @@ def build_task(config: TaskConfig) -> Task:
         scoring=TagScoring(k=5),
         model_name=model,
         data_file=path,
-        description=(f"StackOverflow tag prediction, {len(words)} words -> {len(tags)} tags, "
+        description=(f"{stackoverflow.data_name(path)} tag prediction, {len(words)} words -> "
+                     f"{len(tags)} tags, "
                      f"eval on {config.eval_split}, {model}"),
     )

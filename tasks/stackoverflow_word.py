@@ -47,7 +47,8 @@ def build_task(config: TaskConfig) -> Task:
         model_name=model,
         data_file=path,
         encode_text=lambda texts: prepare({"tokens": texts}),
-        description=(f"StackOverflow next-word prediction, {len(vocab)} words + 4 special, "
+        description=(f"{stackoverflow.data_name(path)} next-word prediction, {len(vocab)} "
+                     f"words + 4 special, "
                      f"sequence length {sequence_length}, eval on {config.eval_split}, "
                      f"{model}"),
     )
