@@ -61,9 +61,14 @@ def sizes(users: int, mean: float, minimum: int, spread: float,
     return minimum + np.rint(rng.lognormal(mu, spread, users)).astype(np.int64)
 
 
-def _zipf_weights(n: int, exponent: float = 1.1) -> np.ndarray:
+def _zipf_cdf(n: int, exponent: float = 1.1) -> np.ndarray:
+    """Cumulative Zipf(exponent) probabilities of ranks 1..n (draw by searchsorted)."""
     weights = 1.0 / np.arange(1, n + 1) ** exponent
-    return weights / weights.sum()
+    return np.cumsum(weights / weights.sum())
+
+
+def _draw(cdf: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    return np.minimum(np.searchsorted(cdf, rng.random(count)), len(cdf) - 1)
 
 
 def parameters() -> dict:
@@ -80,7 +85,7 @@ def write(folder: str, settings: dict) -> str:
     rng = np.random.default_rng(settings["seed"])
     words = [f"w{i}" for i in range(settings["vocab"])]
     tags = [f"t{i}" for i in range(settings["tags"])]
-    word_p, tag_p = _zipf_weights(len(words)), _zipf_weights(len(tags))
+    word_p, tag_p = _zipf_cdf(len(words)), _zipf_cdf(len(tags))
     users = settings["clients"]
     train = sizes(users, settings["mean_sentences"], MIN_SENTENCES, settings["spread"], rng)
     in_test = rng.random(users) < TEST_SHARE
@@ -112,14 +117,18 @@ def _write_split(db: sqlite3.Connection, split: str, counts: np.ndarray,
     for user in np.flatnonzero(members):
         client_id, n = f"{user + 1:08d}", int(counts[user])
         lengths = 1 + rng.poisson(19, n)
-        tokens = rng.choice(len(words), size=int(lengths.sum()), p=word_p)
+        tokens = _draw(word_p, int(lengths.sum()), rng)
         ends = np.cumsum(lengths)
+        tag_counts = 1 + rng.integers(0, 3, n)
+        drawn_tags = _draw(tag_p, int(tag_counts.sum()), rng)
+        tag_ends = np.cumsum(tag_counts)
+        scores = rng.integers(-2, 10, n)
         for i in range(n):
-            sentence = " ".join(words[t] for t in tokens[ends[i] - lengths[i]:ends[i]])
-            chosen = rng.choice(len(tags), size=1 + int(rng.integers(0, 3)), p=tag_p)
+            sentence = " ".join([words[t] for t in tokens[ends[i] - lengths[i]:ends[i]]])
+            chosen = drawn_tags[tag_ends[i] - tag_counts[i]:tag_ends[i]]
             rows.append((split, client_id, stackoverflow.example_proto(
-                sentence, "synthetic title", "|".join(tags[t] for t in chosen),
-                "question" if i == 0 else "answer", int(rng.integers(-2, 10)),
+                sentence, "synthetic title", "|".join([tags[t] for t in chosen]),
+                "question" if i == 0 else "answer", int(scores[i]),
                 "2017-06-01 10:00:00.000 UTC")))
         metadata.append((client_id, split, n))
         if len(rows) >= _BATCH:
