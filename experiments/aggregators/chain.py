@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from typing import Any
 
 import tensorflow_federated as tff
@@ -159,7 +160,9 @@ def build(settings: ChainSettings, weight_specs=None):
         return factories.tree_aggregation(noise_multiplier=central_z, clients_per_round=k,
                                           l2_norm_clip=clip, record_specs=weight_specs)
     if dp.dp == "banded_mf":
-        return BandedNoiseFactory(clip, central_z, k, settings.strategy, settings.seed)
+        # The noise's key comes from the OS's entropy, never from --seed (recorded in
+        # hparams.json: anyone could regenerate the noise and remove it).
+        return BandedNoiseFactory(clip, central_z, k, settings.strategy, secrets.randbits(63))
     if dp.dp == "local":
         return LocalGaussianFactory(clip, z)
     raise ValueError(f"unknown --dp={dp.dp}")

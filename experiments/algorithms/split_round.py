@@ -22,6 +22,8 @@ process's, composed from the same parts.
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -52,6 +54,9 @@ class SplitProcess:
         self._outliers = outliers
         self._client_work, self._aggregator = parts.client_work, parts.aggregator
         self._finalizer = parts.finalizer
+        # The clients' DP noise and rounding draw from the OS's entropy, never from
+        # --seed (hparams.json records it: anyone could regenerate and remove the noise).
+        self._noise_entropy = secrets.randbits(63)
         shapes = [tuple(t.shape) for t in
                   parts.initial_weights.type_signature.result.trainable]
         self._feedback = (error_feedback.ErrorFeedback(
@@ -175,7 +180,7 @@ class SplitProcess:
         diagonal = discrete_gaussian.signs((cfg.seed, _STREAM, round_num, 1), encoding.padded)
         inputs, unwrapped = [], []
         for k, flat in enumerate(flats):
-            rng = np.random.default_rng([cfg.seed, _STREAM, round_num, k, 1])
+            rng = np.random.default_rng([self._noise_entropy, _STREAM, round_num, k])
             wrapped, noisy = discrete_gaussian.encode(flat, encoding, diagonal, rng)
             inputs.append(wrapped)
             unwrapped.append(noisy)

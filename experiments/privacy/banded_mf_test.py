@@ -141,3 +141,18 @@ def test_end_to_end_reports_the_strategys_epsilon(emnist_dir: str, tmp_path) -> 
     for r, row in enumerate(rows, start=1):
         assert float(row["epsilon_rdp"]) == pytest.approx(accounting.epsilon_rdp(m, r),
                                                           rel=1e-12)
+
+
+def test_the_noise_is_not_a_function_of_the_runs_settings(tff) -> None:  # noqa: F811
+    from experiments.aggregators import chain
+
+    config = ExperimentConfig(algorithm="fedavg_unweighted", dp="banded_mf",
+                              noise_multiplier=1.0, client_sampling="cyclic", bands=2,
+                              clients_per_round=1, total_rounds=4)
+    draws = []
+    for _ in range(2):  # the same settings, --seed included: fresh noise each time
+        process = chain.build(chain.ChainSettings.of(config, population=4)).create(
+            tff.TensorType(np.float32, [50]))
+        draws.append(np.asarray(process.next(process.initialize(),
+                                             [np.zeros(50, np.float32)]).result))
+    assert not np.array_equal(draws[0], draws[1])

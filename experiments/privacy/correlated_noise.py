@@ -8,9 +8,9 @@ sequence of noises is w = C^{-1} z for the banded Toeplitz C of
 experiments.privacy.banded_strategy, and the server's running sum of
 updates carries A C^{-1} z: the release C x + z, post-processed. The state
 holds the round and the last b - 1 noise vectors (b - 1 model-sized copies).
-The noise is drawn from a stateless generator keyed by (seed, round, tensor),
-so a run is reproducible and a resumed run draws what the uninterrupted one
-would have.
+The noise is drawn from a stateless generator keyed by (key, round, tensor);
+the caller gives a secret key (experiments.aggregators.chain draws it from the
+OS's entropy), so nobody who knows the run's settings can regenerate the noise.
 """
 
 from __future__ import annotations

@@ -292,3 +292,21 @@ def test_the_planner_prints_the_trainers_epsilon() -> None:
                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.strip().count("\n") == 0 and "--dimension" in missing.stderr
+
+
+def test_client_noise_is_not_a_function_of_the_runs_settings(tff,  # noqa: F811
+                                                              emnist_dir: str) -> None:
+    from experiments.algorithms import split_round
+    from experiments.simulation.outliers import Outliers
+    from experiments.simulation.settings import OutlierSettings
+    from tasks import registry
+
+    config = _config(clients_per_round=2, model="logistic", data_dir=emnist_dir)
+    task = registry.get(config.task, config.task_config())
+    flats = [np.zeros(785 * 62, np.float32)] * 2
+    sums = []
+    for _ in range(2):  # the same settings, --seed included: fresh noise each time
+        process = split_round.build(config, task, Outliers(OutlierSettings(), 0, 6, 62), 6)
+        total, _, _ = process._distributed_sum(flats, 1, [], 2, 0)  # noqa: SLF001
+        sums.append(total)
+    assert not np.array_equal(sums[0], sums[1])
