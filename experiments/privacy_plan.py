@@ -89,6 +89,8 @@ def plan() -> str:
         f"{rounds} rounds, delta {m.delta:.3g}")
     lines.append(f"epsilon (RDP): {accounting.epsilon_rdp(m, rounds, rounds):.4f}")
     lines.append(f"epsilon (PLD): {_format(accounting.epsilon_pld(m, rounds, rounds))}")
+    lines.append(f"noise in the running sum of updates (RMS over rounds, x clip): "
+                 f"{accounting.prefix_noise(m, rounds):.2f}")
     return "\n".join(lines)
 
 

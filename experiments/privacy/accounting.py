@@ -236,6 +236,26 @@ def epsilon_pld(m: Mechanism, rounds: int, participations: int | None = None
     return float(composed.get_epsilon_for_delta(m.delta))
 
 
+def prefix_noise(m: Mechanism, rounds: int) -> float:
+    """Root-mean-square, over rounds 1..T, of the noise std in the running sum of the
+    clipped updates, per unit clip: what the model's trajectory carries (utility, not
+    privacy; comparable across mechanisms at equal epsilon).
+
+    Independent per-round noise (fixed, adaptive, distributed) gives z sqrt(t) after t
+    rounds, local DP's K clients sqrt(K) times that; the tree z sqrt(popcount(t)) (one
+    noised node per set bit of t); banded MF z ||(A C^-1)_t||.
+    """
+    z, t = m.noise_multiplier, np.arange(1, rounds + 1)
+    if m.kind == "tree":
+        nodes = np.array([bin(int(i)).count("1") for i in t])
+        return float(z * np.sqrt(nodes.mean()))
+    if m.kind == "banded_mf":
+        c = banded_strategy.strategy(m.rounds, m.bands, m.rounds_per_pass)
+        return float(z * math.sqrt(banded_strategy.prefix_error(c, rounds) / rounds))
+    per_round = z * (math.sqrt(m.clients_per_round) if m.kind == "local" else 1.0)
+    return float(per_round * np.sqrt(t.mean()))
+
+
 def calibrate(m: Mechanism, rounds: int, target_epsilon: float,
               participations: int | None = None) -> float:
     """The smallest noise multiplier whose RDP epsilon after `rounds` is <= target."""

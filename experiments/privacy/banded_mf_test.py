@@ -156,3 +156,19 @@ def test_the_noise_is_not_a_function_of_the_runs_settings(tff) -> None:  # noqa:
         draws.append(np.asarray(process.next(process.initialize(),
                                              [np.zeros(50, np.float32)]).result))
     assert not np.array_equal(draws[0], draws[1])
+
+
+def test_prefix_noise_one_band_is_independent_noise_sqrt_m_times_larger() -> None:
+    rounds, z = 100, 1.5
+    banded = _banded(1, z, rounds)
+    central = accounting.Mechanism("fixed", z, 10, 300, "uniform", 1e-6)
+    t = np.arange(1, rounds + 1)
+    assert accounting.prefix_noise(central, rounds) == pytest.approx(z * np.sqrt(t.mean()))
+    participations = math.ceil(rounds / 30)  # each client's noise z sqrt(m) per round
+    assert accounting.prefix_noise(banded, rounds) == pytest.approx(
+        math.sqrt(participations) * accounting.prefix_noise(central, rounds))
+    assert accounting.prefix_noise(_banded(8, z, rounds), rounds) < accounting.prefix_noise(
+        banded, rounds)
+    tree = accounting.Mechanism("tree", z, 10, 300, "cyclic", 1e-6)
+    popcounts = [bin(i).count("1") for i in t]
+    assert accounting.prefix_noise(tree, rounds) == pytest.approx(z * np.sqrt(np.mean(popcounts)))
