@@ -16,7 +16,7 @@ from absl import flags
 
 from experiments.core import binary, errors, stops
 from experiments.privacy import accounting
-from experiments.privacy.discrete_gaussian import Encoding
+from experiments.privacy.discrete_gaussian import Encoding, encoding_of
 from experiments.privacy.settings import ROTATION_TYPES, DpSettings
 
 flags.DEFINE_float("noise_multiplier", None, "Gaussian noise std / clip.")
@@ -54,10 +54,10 @@ def _encoding() -> Encoding:
             f"--num_bits={FLAGS.num_bits} (1..32), --beta={FLAGS.beta} ([0, 1)) and "
             f"--k_stddevs={FLAGS.k_stddevs} (> 0) must fit {FLAGS.clients_per_round} "
             f"clients per round")
-    return Encoding(clip=FLAGS.clip, noise_multiplier=FLAGS.noise_multiplier or 0.0,
-                    clients=FLAGS.clients_per_round, bits=FLAGS.num_bits, beta=FLAGS.beta,
-                    k_stddevs=FLAGS.k_stddevs, rotation=FLAGS.rotation_type,
-                    dimension=FLAGS.dimension)
+    dp = DpSettings(dp="distributed", noise_multiplier=FLAGS.noise_multiplier or 0.0,
+                    clip=FLAGS.clip, num_bits=FLAGS.num_bits, beta=FLAGS.beta,
+                    k_stddevs=FLAGS.k_stddevs, rotation_type=FLAGS.rotation_type)
+    return encoding_of(dp, FLAGS.clients_per_round, FLAGS.dimension)
 
 
 def plan() -> str:

@@ -51,8 +51,8 @@ class ChainSettings:
         if config.dp == "banded_mf":
             if population < config.clients_per_round:
                 raise ValueError("--dp=banded_mf needs the population sampled from")
-            strategy = tuple(banded_strategy.strategy(
-                config.total_rounds, config.bands, population // config.clients_per_round))
+            strategy = banded_strategy.strategy(
+                config.total_rounds, config.bands, population // config.clients_per_round)
         return cls(pick(DpSettings, config), pick(CompressionSettings, config),
                    pick(AggregatorSettings, config),
                    weighted=config.algorithm != "fedavg_unweighted",

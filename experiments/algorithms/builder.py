@@ -94,6 +94,16 @@ def fedavg_parts(config: ExperimentConfig, task: Task, population: int = 0) -> F
     return FedAvgParts(initial_weights, work, aggregator, finalizer)
 
 
+def unflatten(template, arrays: list[np.ndarray]):
+    """A state of `template`'s structure holding a checkpoint's flat `arrays`, or None
+    when they do not fit it (another model or algorithm)."""
+    flat = tf.nest.flatten(template)
+    if len(flat) != len(arrays) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(flat, arrays, strict=True)):
+        return None
+    return tf.nest.pack_sequence_as(template, arrays)
+
+
 def compose(parts: FedAvgParts) -> tff.learning.templates.LearningProcess:
     """The learning process of `parts`: broadcast, client work, aggregation,
     server step, as TFF composes its own algorithms."""

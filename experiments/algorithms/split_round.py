@@ -82,12 +82,7 @@ class SplitProcess:
             parts = self._feedback.states.saved_arrays
             self._feedback.states = self._feedback.states.from_arrays(arrays[-parts:])
             arrays = arrays[:-parts]
-        template = self.initialize()
-        flat = tf.nest.flatten(template)
-        if len(flat) != len(arrays) or any(
-                np.shape(a) != np.shape(b) for a, b in zip(flat, arrays, strict=True)):
-            return None
-        return tf.nest.pack_sequence_as(template, arrays)
+        return builder.unflatten(self.initialize(), arrays)
 
     # The composed process's own entry points.
     def initialize(self):

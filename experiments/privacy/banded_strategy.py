@@ -93,15 +93,17 @@ def optimise(rounds: int, bands: int, separation: int) -> tuple[float, ...]:
     return tuple(float(v) for v in c / sensitivity(c, rounds, separation))
 
 
+@functools.lru_cache(maxsize=32)
 def strategy(rounds: int, bands: int, separation: int, cache_dir: str = STRATEGY_CACHE
-             ) -> np.ndarray:
+             ) -> tuple[float, ...]:
     """The optimised coefficients, read from / written to `cache_dir` (one JSON file
-    per configuration) so that a run and its resumption use the very same ones."""
+    per configuration) so that a run and its resumption use the very same ones; read
+    once per process (the accountant asks every round)."""
     path = (os.path.join(cache_dir, f"banded_n{rounds}_b{bands}_k{separation}.json")
             if cache_dir else "")
     if path and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            return np.asarray(json.load(f)["coefficients"])
+            return tuple(float(v) for v in json.load(f)["coefficients"])
     c = np.asarray(optimise(rounds, bands, separation))
     if path:
         os.makedirs(cache_dir, exist_ok=True)
@@ -110,4 +112,4 @@ def strategy(rounds: int, bands: int, separation: int, cache_dir: str = STRATEGY
             json.dump({"rounds": rounds, "bands": bands, "separation": separation,
                        "coefficients": c.tolist()}, f)
         os.replace(temporary, path)
-    return c
+    return tuple(float(v) for v in c)

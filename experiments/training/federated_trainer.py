@@ -13,7 +13,7 @@ import tensorflow_federated as tff
 
 from experiments.aggregators import secure_sum, traffic
 from experiments.aggregators.settings import CompressionSettings
-from experiments.algorithms import client_state, local_layers, split_round
+from experiments.algorithms import builder, client_state, local_layers, split_round
 from experiments.config import ExperimentConfig
 from experiments.core import resources, stops
 from experiments.core.errors import UsageError
@@ -272,12 +272,8 @@ class FederatedTrainer:
             arrays = arrays[:-parts]
         if hasattr(self._process, "from_arrays"):
             state = self._process.from_arrays(arrays)
-            if state is None:
-                raise UsageError("checkpoint does not match this model; use --overwrite")
-            return state
-        template = self._process.initialize()
-        flat = tf.nest.flatten(template)
-        if len(flat) != len(arrays) or any(
-                np.shape(a) != np.shape(b) for a, b in zip(flat, arrays, strict=True)):
+        else:
+            state = builder.unflatten(self._process.initialize(), arrays)
+        if state is None:
             raise UsageError("checkpoint does not match this model; use --overwrite")
-        return tf.nest.pack_sequence_as(template, arrays)
+        return state
