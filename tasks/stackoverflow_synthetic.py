@@ -41,15 +41,19 @@ TEST_MEAN = 16_586_035 / 204_088  # 81.3
 _BATCH = 50_000  # rows per INSERT batch
 
 _FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "", "Folder for stackoverflow.sqlite and its count files.")
-flags.DEFINE_integer("clients", TRAIN_USERS, "Training users.", lower_bound=1)
-flags.DEFINE_float("mean_sentences", TRAIN_MEAN, "Mean sentences per training user "
-                   "(at least 100 each).", lower_bound=MIN_SENTENCES)
-flags.DEFINE_float("spread", 1.0, "Log-std of the sentences above 100.", lower_bound=0)
-flags.DEFINE_integer("vocab", 10_000, "Distinct words.", lower_bound=10)
-flags.DEFINE_integer("tags", 500, "Distinct tags.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Generator seed.")
 
+
+def _define_flags() -> None:
+    """The generator's flags, defined only when run as a program: importing this
+    module (tests, the bench) must not add flags that clash with the trainer's."""
+    flags.DEFINE_string("output_dir", "", "Folder for stackoverflow.sqlite and its count files.")
+    flags.DEFINE_integer("clients", TRAIN_USERS, "Training users.", lower_bound=1)
+    flags.DEFINE_float("mean_sentences", TRAIN_MEAN, "Mean sentences per training user "
+                       "(at least 100 each).", lower_bound=MIN_SENTENCES)
+    flags.DEFINE_float("spread", 1.0, "Log-std of the sentences above 100.", lower_bound=0)
+    flags.DEFINE_integer("vocab", 10_000, "Distinct words.", lower_bound=10)
+    flags.DEFINE_integer("tags", 500, "Distinct tags.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Generator seed.")
 
 def sizes(users: int, mean: float, minimum: int, spread: float,
           rng: np.random.Generator) -> np.ndarray:
@@ -71,13 +75,15 @@ def _draw(cdf: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, rng.random(count)), len(cdf) - 1)
 
 
-def parameters() -> dict:
+def parameters(clients: int = TRAIN_USERS, mean_sentences: float = TRAIN_MEAN,
+               spread: float = 1.0, vocab: int = 10_000, tags: int = 500,
+               seed: int = 0) -> dict:
     """The generator's settings, as stored in the file's `synthetic` table."""
-    return {"clients": _FLAGS.clients, "mean_sentences": _FLAGS.mean_sentences,
-            "min_sentences": MIN_SENTENCES, "spread": _FLAGS.spread,
+    return {"clients": clients, "mean_sentences": mean_sentences,
+            "min_sentences": MIN_SENTENCES, "spread": spread,
             "test_share": TEST_SHARE, "test_mean_sentences": TEST_MEAN,
-            "vocab": _FLAGS.vocab, "tags": _FLAGS.tags, "words_per_sentence": "1+Poisson(19)",
-            "zipf": 1.1, "seed": _FLAGS.seed}
+            "vocab": vocab, "tags": tags, "words_per_sentence": "1+Poisson(19)",
+            "zipf": 1.1, "seed": seed}
 
 
 def write(folder: str, settings: dict) -> str:
@@ -141,9 +147,12 @@ def _write_split(db: sqlite3.Connection, split: str, counts: np.ndarray,
 def _main() -> None:
     if not _FLAGS.output_dir:
         binary.usage_exit("stackoverflow_synthetic", "--output_dir is required")
-    path = write(_FLAGS.output_dir, parameters())
+    path = write(_FLAGS.output_dir, parameters(
+        _FLAGS.clients, _FLAGS.mean_sentences, _FLAGS.spread, _FLAGS.vocab, _FLAGS.tags,
+        _FLAGS.seed))
     print(f"synthetic StackOverflow layout: {path} ({_FLAGS.clients:,} training users)")
 
 
 if __name__ == "__main__":
+    _define_flags()
     binary.run("stackoverflow_synthetic", _main, interrupted=stops.NOTHING_WRITTEN)

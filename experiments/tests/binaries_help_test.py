@@ -58,3 +58,14 @@ def test_a_binarys_body_builds_keras_models_with_flatten() -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "209662"
+
+
+
+def test_every_test_module_imports_beside_every_other() -> None:
+    # pytest imports all test files, and what they import, into one process: a
+    # library module that defines an absl flag at import under a name the trainer
+    # also defines breaks collection of the whole suite.
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider"], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and " error" not in done.stdout, done.stdout[-2000:]
