@@ -100,7 +100,7 @@ class ExperimentConfig(CanarySettings, PersonalizationSettings, PopulationSettin
 # alter the trajectory of rounds already written.
 RESUMABLE_FIELDS = frozenset(
     {"total_rounds", "overwrite", "progress", "data_dir", "root_output_dir",
-     "memory_budget_mb",
+     "memory_budget_mb", "data_store",
      "rounds_per_checkpoint"}
 )
 

@@ -35,9 +35,9 @@ import tensorflow as tf
 
 from experiments.core.errors import UsageError
 from experiments.core.paths import SHARED_DATA_DIR
+from tasks.client_arrays import ArrayClientData
 from tasks.scoring import RegressionScoring
 from tasks.settings import TaskConfig
-from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task
 
 NAME = "cmapss_rul"
@@ -194,11 +194,11 @@ def split(engines: list[Engine], clients: int, engines_per_client: int,
     return Split(dealt, test, x_mean, x_std, float(y_mean[0]), float(np.sqrt(y_var[0])))
 
 
-def _client_data(ids: list[str], groups: list[list[Engine]], s: Split) -> InMemoryClientData:
+def _client_data(ids: list[str], groups: list[list[Engine]], s: Split) -> ArrayClientData:
     arrays = [s.standardise(g) for g in groups]
     x = np.concatenate([a[0] for a in arrays])
     y = np.concatenate([a[1] for a in arrays])
-    return InMemoryClientData(ids, x, y, [len(a[1]) for a in arrays])
+    return ArrayClientData(ids, x, y, [len(a[1]) for a in arrays])
 
 
 class CmapssScoring(RegressionScoring):

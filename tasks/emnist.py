@@ -1,7 +1,7 @@
 """EMNIST character recognition (62 classes, or 10 with --only_digits).
 
 Clients are writers; data is TFF's `emnist_all.sqlite` in the cache dir
-(downloaded by TFF's loader when absent), read through `sql_client_data`.
+(downloaded by TFF's loader when absent), read through the client store (`client_store`).
 The same code runs on the full 3,400-writer EMNIST and on the FEMNIST-300
 subset, which share the layout.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from tasks import data_files, emnist_models, sql_client_data
+from tasks import client_store, data_files, emnist_models, sql_client_data
 from tasks.settings import TaskConfig
 from tasks.task import Task
 
@@ -46,6 +46,9 @@ def _prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     return arrays["pixels"][..., np.newaxis], arrays["label"].astype(np.int32)
 
 
+PREPARATION = client_store.Preparation("emnist", _parse, _prepare)
+
+
 def build_task(config: TaskConfig) -> Task:
     """EMNIST character recognition with the model named by --model."""
     model = config.model or "cnn_dropout"
@@ -56,8 +59,8 @@ def build_task(config: TaskConfig) -> Task:
         )
     path = data_files.resolve(config.data_dir, DATA_FILE)
     split = "digits_only" if config.only_digits else "all"
-    train = sql_client_data.load(path, f"{split}_train", _parse, _prepare)
-    test = sql_client_data.load(path, f"{split}_test", _parse, _prepare)
+    train = client_store.load(path, f"{split}_train", PREPARATION, config.data_store)
+    test = client_store.load(path, f"{split}_test", PREPARATION, config.data_store)
     if train is None or test is None:
         raise UsageError(
             f"{path} has no clients in its {split}_train / {split}_test splits")

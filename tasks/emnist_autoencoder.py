@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from tasks import data_files, emnist, sql_client_data
+from tasks import client_store, data_files, emnist
 from tasks.scoring import ReconstructionScoring
 from tasks.settings import TaskConfig
 from tasks.task import Task
@@ -37,6 +37,9 @@ def _prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     """Images to inverted, flattened inputs; the target is the same array (no copy)."""
     x = (1.0 - arrays["pixels"].reshape(-1, 28 * 28)).astype(np.float32)
     return x, x
+
+
+PREPARATION = client_store.Preparation("emnist_autoencoder", _parse, _prepare)
 
 
 def bottleneck(seed: int) -> tf.keras.Model:
@@ -60,8 +63,8 @@ def build_task(config: TaskConfig) -> Task:
                          f"valid: {', '.join(MODELS)}")
     path = data_files.resolve(config.data_dir, emnist.DATA_FILE)
     split = "digits_only" if config.only_digits else "all"
-    train = sql_client_data.load(path, f"{split}_train", _parse, _prepare)
-    test = sql_client_data.load(path, f"{split}_test", _parse, _prepare)
+    train = client_store.load(path, f"{split}_train", PREPARATION, config.data_store)
+    test = client_store.load(path, f"{split}_test", PREPARATION, config.data_store)
     if train is None or test is None:
         raise UsageError(f"{path} has no clients in its {split}_train / {split}_test splits")
     return Task(

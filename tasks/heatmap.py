@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
+from tasks.client_arrays import ArrayClientData
 from tasks.settings import TaskConfig
-from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task
 
 NAME = "heatmap"
@@ -143,13 +143,13 @@ def build_task(config: TaskConfig) -> Task:
                        config.heatmap_spread, config.heatmap_outliers,
                        config.heatmap_outlier_readings, config.heatmap_location_noise,
                        config.heatmap_map_seed)
-    train = InMemoryClientData(
+    train = ArrayClientData(
         [u.name for u in users],
         np.concatenate([to_features(u.reported, grid) for u in users]),
         np.concatenate([u.labels for u in users]),
         [len(u.labels) for u in users])
     cells = np.argwhere(np.ones_like(hot, dtype=bool))  # row-major
-    test = InMemoryClientData([f"row_{r:03d}" for r in range(grid)],
+    test = ArrayClientData([f"row_{r:03d}" for r in range(grid)],
                               to_features(cells + 0.5, grid), hot.ravel().astype(np.int32),
                               [grid] * grid)
     return Task(

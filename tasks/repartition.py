@@ -15,8 +15,8 @@ import numpy as np
 
 from experiments.core.errors import UsageError
 from tasks import partition
+from tasks.client_arrays import ArrayClientData
 from tasks.settings import TaskConfig
-from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task
 
 _LABELLED = ("shards", "dirichlet")
@@ -45,10 +45,10 @@ def _train_parts(config: TaskConfig, labels: np.ndarray | None, examples: int
 
 
 def _client_data(prefix: str, x: np.ndarray, y: np.ndarray, parts: list[np.ndarray]
-                 ) -> InMemoryClientData:
+                 ) -> ArrayClientData:
     order = np.concatenate(parts)
     ids = [f"{prefix}{i:05d}" for i in range(len(parts))]
-    return InMemoryClientData(ids, x[order], y[order], [p.size for p in parts])
+    return ArrayClientData(ids, x[order], y[order], [p.size for p in parts])
 
 
 def apply(task: Task, config: TaskConfig) -> Task:

@@ -7,8 +7,8 @@ import pytest
 
 from experiments.core.errors import UsageError
 from tasks import registry, repartition
+from tasks.client_arrays import ArrayClientData
 from tasks.settings import TaskConfig
-from tasks.sql_client_data import InMemoryClientData
 from tasks.task import Task
 
 
@@ -45,7 +45,7 @@ def _sequence_task() -> Task:
     """A task whose targets are token sequences: no label per example."""
     x = np.arange(60, dtype=np.int32).reshape(20, 3)
     y = np.arange(80, dtype=np.int32).reshape(20, 4)
-    data = InMemoryClientData(["a", "b"], x, y, [12, 8])
+    data = ArrayClientData(["a", "b"], x, y, [12, 8])
     return Task(name="sequences", config=TaskConfig(), train_data=data, test_data=data,
                 build_model=lambda seed: None)
 

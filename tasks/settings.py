@@ -11,6 +11,8 @@ import dataclasses
 from experiments.core.settings import setting
 from tasks.partition import PARTITIONS
 
+# Where a SQLite split's prepared examples live (tasks.client_store).
+DATA_STORES = ("disk", "memory")
 # Text tasks' splits (tasks.stackoverflow_word / _tag have test and heldout).
 EVAL_SPLITS = ("test", "heldout")
 
@@ -29,6 +31,10 @@ class TaskConfig:
         "", "Folder with TFF's dataset files (default: $TFF_DATA_DIR, else ~/.tff).")
     model: str = setting("", "Model architecture, one of the task's (empty: the task's "
                          "default; emnist_character: cnn_dropout, cnn, 2nn, logistic).")
+    data_store: str = setting(
+        "disk", "disk: each split converted once into a memory-mapped store beside its "
+        "file, so memory follows the cohort; memory: parsed into memory on every run.",
+        DATA_STORES)
     only_digits: bool = setting(False, "EMNIST: 10 digit classes instead of 62.")
     client_epochs_per_round: int = setting(1, "Local epochs per round on each client.")
     client_batch_size: int = setting(20, "Client minibatch size.")

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from tasks import data_files, sql_client_data
+from tasks import client_store, data_files
 from tasks.scoring import SequenceScoring
 from tasks.settings import TaskConfig
 from tasks.task import Task
@@ -91,6 +91,16 @@ def recurrent(seed: int) -> tf.keras.Model:
 MODELS: dict[str, Callable[[int], tf.keras.Model]] = {"lstm": recurrent}
 
 
+def preparation(sequence_length: int) -> client_store.Preparation:
+    """Snippets cut into (x, y) rows of `sequence_length` character ids."""
+    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, source = char_rows(arrays["snippets"], sequence_length)
+        return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), source
+
+    return client_store.Preparation("shakespeare", _parse, prepare,
+                                    {"sequence_length": sequence_length}, (char_rows,))
+
+
 def build_task(config: TaskConfig) -> Task:
     """Next-character prediction with the model named by --model (default `lstm`)."""
     model = config.model or "lstm"
@@ -99,17 +109,14 @@ def build_task(config: TaskConfig) -> Task:
                          f"valid: {', '.join(MODELS)}")
     sequence_length = config.sequence_length or DEFAULT_SEQUENCE_LENGTH
     path = data_files.resolve(config.data_dir, DATA_FILE)
-
-    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, source = char_rows(arrays["snippets"], sequence_length)
-        return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), source
+    prepared = preparation(sequence_length)
 
     def encode_text(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        x, y, _ = prepare({"snippets": texts})
+        x, y, _ = prepared.prepare({"snippets": texts})
         return x, y
 
-    train = sql_client_data.load(path, "train", _parse, prepare)
-    test = sql_client_data.load(path, "test", _parse, prepare)
+    train = client_store.load(path, "train", prepared, config.data_store)
+    test = client_store.load(path, "test", prepared, config.data_store)
     if train is None or test is None:
         raise UsageError(f"{path} has no clients in its train / test splits; it is not a "
                          f"Shakespeare file")

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import sqlite3
 
 import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from tasks import data_files, sql_client_data, stackoverflow_vocab
-from tasks.sql_client_data import InMemoryClientData, Preparer
+from tasks import client_store, data_files, sql_client_data, stackoverflow_vocab
+from tasks.client_arrays import ArrayClientData
+from tasks.sql_client_data import Preparer
 
 DATA_FILE = stackoverflow_vocab.DATA_FILE
 SPLITS = ("train", "heldout", "test")
@@ -161,14 +163,25 @@ def data_path(data_dir: str | None) -> str:
     return data_files.resolve(data_dir, DATA_FILE)
 
 
-def load_splits(path: str, eval_split: str, prepare: Preparer
-                ) -> tuple[InMemoryClientData, InMemoryClientData]:
+def vocabulary_hash(words: list[str]) -> str:
+    """A short hash of a vocabulary (part of a client store's key)."""
+    return hashlib.sha256("\n".join(words).encode()).hexdigest()[:16]
+
+
+def preparation(name: str, prepare: Preparer, parameters: dict,
+                code: tuple = (), x_pad: int | None = None) -> client_store.Preparation:
+    """A text task's client-store preparation of StackOverflow records."""
+    return client_store.Preparation(name, parse, prepare, parameters, code, x_pad)
+
+
+def load_splits(path: str, eval_split: str, preparation: client_store.Preparation,
+                data_store: str) -> tuple[ArrayClientData, ArrayClientData]:
     """(train, eval) client data; eval is `test` or `heldout` (validation)."""
     if eval_split not in SPLITS[1:]:
         raise UsageError(f"--eval_split={eval_split} is not a StackOverflow split; valid: "
                          f"{', '.join(SPLITS[1:])}")
-    train = sql_client_data.load(path, "train", parse, prepare)
-    evaluation = sql_client_data.load(path, eval_split, parse, prepare)
+    train = client_store.load(path, "train", preparation, data_store)
+    evaluation = client_store.load(path, eval_split, preparation, data_store)
     if train is None or evaluation is None:
         raise UsageError(f"{path} has no clients in its train / {eval_split} splits; it is "
                          f"not a StackOverflow file")

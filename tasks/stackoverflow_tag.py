@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.core.errors import UsageError
-from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
+from tasks import client_store, stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import MultiLabelScoring
 from tasks.settings import TaskConfig
 from tasks.task import Task
@@ -32,6 +32,21 @@ class TagScoring(MultiLabelScoring):
             from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
 
 
+def preparation(words: list[str], tags: list[str]) -> client_store.Preparation:
+    """Posts (body and title) to in-vocabulary word ids padded with -1 (as wide as
+    the split's longest post), and their tags to multi-hot rows."""
+    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        texts = [t + b" " + title for t, title in zip(arrays["tokens"], arrays["title"],
+                                                       strict=True)]
+        return (stackoverflow.bag_of_word_ids(texts, words),
+                stackoverflow.multi_hot_tags(arrays["tags"], tags))
+
+    return stackoverflow.preparation(
+        "stackoverflow_tag", prepare, {"vocabulary": stackoverflow.vocabulary_hash(words),
+                                       "tags": stackoverflow.vocabulary_hash(tags)},
+        (stackoverflow.bag_of_word_ids, stackoverflow.multi_hot_tags), x_pad=-1)
+
+
 def build_task(config: TaskConfig) -> Task:
     """Tag prediction with the model named by --model (default `logistic`)."""
     model = config.model or "logistic"
@@ -41,14 +56,8 @@ def build_task(config: TaskConfig) -> Task:
     path = stackoverflow.data_path(config.data_dir)
     words = stackoverflow_vocab.read_words(config.data_dir, config.vocab_size)
     tags = stackoverflow_vocab.read_tags(config.data_dir, config.tag_vocab_size)
-
-    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
-        texts = [t + b" " + title for t, title in zip(arrays["tokens"], arrays["title"],
-                                                       strict=True)]
-        return (stackoverflow.bag_of_word_ids(texts, words),
-                stackoverflow.multi_hot_tags(arrays["tags"], tags))
-
-    train, test = stackoverflow.load_splits(path, config.eval_split, prepare)
+    train, test = stackoverflow.load_splits(path, config.eval_split,
+                                            preparation(words, tags), config.data_store)
     builder = stackoverflow_models.TAG_MODELS[model]
     return Task(
         name="stackoverflow_tag",

@@ -14,10 +14,22 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.core.errors import UsageError
-from tasks import stackoverflow, stackoverflow_models, stackoverflow_vocab
+from tasks import client_store, stackoverflow, stackoverflow_models, stackoverflow_vocab
 from tasks.scoring import SequenceScoring
 from tasks.settings import TaskConfig
 from tasks.task import Task
+
+
+def preparation(vocab: list[str], sequence_length: int) -> client_store.Preparation:
+    """Sentences to (x, y) rows of `sequence_length` word ids (TFF's `to_ids`)."""
+    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        ids = stackoverflow.word_ids(arrays["tokens"], vocab, sequence_length)
+        return np.ascontiguousarray(ids[:, :-1]), np.ascontiguousarray(ids[:, 1:])
+
+    return stackoverflow.preparation(
+        "stackoverflow_word", prepare, {"vocabulary": stackoverflow.vocabulary_hash(vocab),
+                                        "sequence_length": sequence_length},
+        (stackoverflow.word_ids,))
 
 
 def build_task(config: TaskConfig) -> Task:
@@ -30,12 +42,9 @@ def build_task(config: TaskConfig) -> Task:
     path = stackoverflow.data_path(config.data_dir)
     vocab = stackoverflow_vocab.read_words(config.data_dir, config.vocab_size)
     special = stackoverflow.SpecialTokens(len(vocab))
-
-    def prepare(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
-        ids = stackoverflow.word_ids(arrays["tokens"], vocab, sequence_length)
-        return np.ascontiguousarray(ids[:, :-1]), np.ascontiguousarray(ids[:, 1:])
-
-    train, test = stackoverflow.load_splits(path, config.eval_split, prepare)
+    prepared = preparation(vocab, sequence_length)
+    train, test = stackoverflow.load_splits(path, config.eval_split, prepared,
+                                            config.data_store)
     builder = stackoverflow_models.WORD_MODELS[model]
     return Task(
         name="stackoverflow_word",
@@ -46,7 +55,7 @@ def build_task(config: TaskConfig) -> Task:
         scoring=SequenceScoring(special.pad, (special.oov, special.bos, special.eos)),
         model_name=model,
         data_file=path,
-        encode_text=lambda texts: prepare({"tokens": texts}),
+        encode_text=lambda texts: prepared.prepare({"tokens": texts}),
         description=(f"{stackoverflow.data_name(path)} next-word prediction, {len(vocab)} "
                      f"words + 4 special, "
                      f"sequence length {sequence_length}, eval on {config.eval_split}, "

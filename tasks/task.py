@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from tasks.client_arrays import ArrayClientData
 from tasks.scoring import Scoring
 from tasks.settings import TaskConfig
-from tasks.sql_client_data import InMemoryClientData
 
 SHUFFLE_BUFFER = 10_000
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Task:
 
     name: str
     config: TaskConfig
-    train_data: InMemoryClientData
-    test_data: InMemoryClientData
+    train_data: ArrayClientData
+    test_data: ArrayClientData
     build_model: Callable[[int], tf.keras.Model]
     scoring: Scoring = dataclasses.field(default_factory=Scoring)
     model_name: str = ""
@@ -46,7 +46,7 @@ class Task:
 
     def data_summary(self) -> dict:
         """Which data a run used, for hparams.json (file, clients, examples)."""
-        def examples(data: InMemoryClientData) -> int:
+        def examples(data: ArrayClientData) -> int:
             return sum(data.num_examples(c) for c in data.client_ids)
 
         return {"file": self.data_file, "description": self.description,

@@ -42,7 +42,7 @@ from scipy import stats
 
 from experiments.core.errors import UsageError
 from experiments.privacy.settings import CanarySettings
-from tasks.sql_client_data import InMemoryClientData
+from tasks.client_arrays import ArrayClientData
 from tasks.task import Task
 
 _STREAM = 0xCA7
@@ -103,7 +103,7 @@ def fitted_exposure(canary_loss: float, candidate_losses: np.ndarray, space: flo
     return min(max(bits, 0.0), math.log2(space))
 
 
-def _clients(data: InMemoryClientData, count: int, rng: np.random.Generator) -> np.ndarray:
+def _clients(data: ArrayClientData, count: int, rng: np.random.Generator) -> np.ndarray:
     """2 * count distinct seeded client indices (inserted first, then controls)."""
     if 2 * count > len(data.client_ids):
         raise UsageError(f"--canaries={count} needs {2 * count} training clients (half are "
@@ -111,7 +111,7 @@ def _clients(data: InMemoryClientData, count: int, rng: np.random.Generator) -> 
     return rng.choice(len(data.client_ids), size=2 * count, replace=False)
 
 
-def plan(data: InMemoryClientData, num_classes: int, count: int, seed: int
+def plan(data: ArrayClientData, num_classes: int, count: int, seed: int
          ) -> list[Canary]:
     """`count` image canaries to insert and `count` controls, in distinct seeded clients."""
     rng = np.random.default_rng([seed, _STREAM])
@@ -131,7 +131,7 @@ def _digits(numbers: np.ndarray) -> list[str]:
     return [" ".join(f"{int(n):0{SECRET_DIGITS}d}") for n in numbers]
 
 
-def plan_text(data: InMemoryClientData, count: int, seed: int) -> list[TextCanary]:
+def plan_text(data: ArrayClientData, count: int, seed: int) -> list[TextCanary]:
     """`count` text canaries to insert and `count` controls, distinct secrets and clients."""
     rng = np.random.default_rng([seed, _STREAM])
     clients = _clients(data, count, rng)
@@ -148,8 +148,8 @@ def check_text_encoding(encode_text: Callable) -> None:
                          "--vocab_size (or use a task whose vocabulary holds them)")
 
 
-def _insert_rows(data: InMemoryClientData, extra: dict[str, tuple[np.ndarray, np.ndarray]],
-                 seed: int) -> InMemoryClientData:
+def _insert_rows(data: ArrayClientData, extra: dict[str, tuple[np.ndarray, np.ndarray]],
+                 seed: int) -> ArrayClientData:
     """The client data with each client's `extra` rows placed at seeded positions."""
     rng = np.random.default_rng([seed, _POSITIONS])
     xs, ys, sizes = [], [], []
@@ -167,11 +167,11 @@ def _insert_rows(data: InMemoryClientData, extra: dict[str, tuple[np.ndarray, np
         xs.append(x)
         ys.append(y)
         sizes.append(len(y))
-    return InMemoryClientData(data.client_ids, np.concatenate(xs), np.concatenate(ys), sizes)
+    return ArrayClientData(data.client_ids, np.concatenate(xs), np.concatenate(ys), sizes)
 
 
-def with_canaries(data: InMemoryClientData, canaries: list[Canary], repeats: int,
-                  seed: int = 0) -> InMemoryClientData:
+def with_canaries(data: ArrayClientData, canaries: list[Canary], repeats: int,
+                  seed: int = 0) -> ArrayClientData:
     """The client data with `repeats` mislabeled copies of each inserted image canary in
     its client, at seeded positions (other clients, and the controls, unchanged)."""
     extra = {}
@@ -183,8 +183,8 @@ def with_canaries(data: InMemoryClientData, canaries: list[Canary], repeats: int
     return _insert_rows(data, extra, seed)
 
 
-def with_text_canaries(data: InMemoryClientData, canaries: list[TextCanary], repeats: int,
-                       encode_text: Callable, seed: int = 0) -> InMemoryClientData:
+def with_text_canaries(data: ArrayClientData, canaries: list[TextCanary], repeats: int,
+                       encode_text: Callable, seed: int = 0) -> ArrayClientData:
     """The client data with `repeats` copies of each inserted text canary's sentence in its
     client, at seeded positions."""
     extra = {}
@@ -230,7 +230,7 @@ def _losses(logits: np.ndarray) -> np.ndarray:
     return np.log(np.exp(shifted).sum(axis=-1, keepdims=True)) - shifted
 
 
-def exposures(predict, data: InMemoryClientData, canaries: list[Canary]) -> list[dict]:
+def exposures(predict, data: ArrayClientData, canaries: list[Canary]) -> list[dict]:
     """Each image canary's exposure under `predict` (images -> logits), with its details.
 
     `data` is the original (canary-free) client data the canaries were planned on.

@@ -9,16 +9,16 @@ import pytest
 
 from experiments.core.errors import UsageError
 from experiments.privacy import canaries
-from tasks.sql_client_data import InMemoryClientData
+from tasks.client_arrays import ArrayClientData
 
 C = 62
 
 
-def _data(clients: int = 8, per_client: int = 5) -> InMemoryClientData:
+def _data(clients: int = 8, per_client: int = 5) -> ArrayClientData:
     rng = np.random.default_rng(3)
     x = rng.random((clients * per_client, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, C, size=clients * per_client).astype(np.int32)
-    return InMemoryClientData([f"c{i}" for i in range(clients)], x, y, [per_client] * clients)
+    return ArrayClientData([f"c{i}" for i in range(clients)], x, y, [per_client] * clients)
 
 
 def test_exposure_known_answers():
@@ -112,9 +112,9 @@ def _encode(texts):
     return rows[:, :-1], rows[:, 1:]
 
 
-def _text_data(clients: int = 8, per_client: int = 6) -> InMemoryClientData:
+def _text_data(clients: int = 8, per_client: int = 6) -> ArrayClientData:
     x, y = _encode([f"line {i} of the play" for i in range(clients * per_client)])
-    return InMemoryClientData([f"c{i}" for i in range(clients)], x, y,
+    return ArrayClientData([f"c{i}" for i in range(clients)], x, y,
                               [per_client] * clients)
 
 

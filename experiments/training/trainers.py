@@ -17,7 +17,7 @@ from experiments.config import ExperimentConfig
 from experiments.core.errors import UsageError
 from experiments.training.centralized_trainer import CentralizedTrainer
 from experiments.training.federated_trainer import FederatedTrainer
-from tasks.sql_client_data import InMemoryClientData
+from tasks.client_arrays import ArrayClientData
 from tasks.task import Task
 
 
@@ -28,7 +28,7 @@ def _one_client(task: Task, index: int, flag: str) -> Task:
         raise UsageError(f"{flag}={index} is not a training client index (0..{len(ids) - 1})")
     x, y = task.train_data.arrays(ids[index])
     return dataclasses.replace(
-        task, train_data=InMemoryClientData([ids[index]], x, y, [len(y)]))
+        task, train_data=ArrayClientData([ids[index]], x, y, [len(y)]))
 
 
 class LocalTrainer(CentralizedTrainer):
