@@ -81,6 +81,16 @@ flags.DEFINE_float("flower_cpus_per_client", 1.0,
                    "Ray CPUs per Flower virtual client (1: two at a time on two cores).")
 flags.DEFINE_integer("flower_timeout", 3600, "Seconds before the Flower run is stopped.")
 
+# --- Cost against population size (experiments/benchmark/population.py) ---
+flags.DEFINE_list("populations", ["300", "30000", "100000"],
+                  "Users of the synthetic StackOverflow-layout populations trained from the "
+                  "client store (generated once into .cache/populations; empty: skip).")
+flags.DEFINE_list("population_cohorts", ["10", "100"], "Cohorts of the population runs.")
+flags.DEFINE_integer("population_rounds", 3, "Measured rounds per population run.")
+flags.DEFINE_integer("population_memory_max", 30_000,
+                     "Largest population also trained from --data_store=memory (its parse "
+                     "of every record runs at about 10,000 records/s).")
+
 FLAGS = flags.FLAGS
 
 
@@ -88,6 +98,32 @@ def _require(ok: bool, message: str) -> None:
     """Raises a UsageError with `message` unless `ok`."""
     if not ok:
         raise UsageError(message)
+
+
+def _positive_list(name: str, raw: list[str], example: str) -> tuple[int, ...]:
+    """A comma-separated flag of positive integers, sorted; raises a UsageError."""
+    try:
+        values = [int(v) for v in raw]
+    except ValueError:
+        values = [0]
+    _require(all(v >= 1 for v in values),
+             f"--{name}={','.join(raw)} must be a comma-separated list of positive "
+             f"integers, e.g. --{name}={example}")
+    return tuple(sorted(set(values)))
+
+
+def _population_flags() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """--populations and --population_cohorts, checked against each other."""
+    populations = _positive_list("populations", FLAGS.populations, "300,30000,100000")
+    cohorts = _positive_list("population_cohorts", FLAGS.population_cohorts, "10,100")
+    _require(FLAGS.population_rounds >= 1,
+             f"--population_rounds={FLAGS.population_rounds} must be a positive integer")
+    _require(not populations or not cohorts or max(cohorts) <= min(populations),
+             f"--population_cohorts={','.join(FLAGS.population_cohorts)}: a cohort exceeds "
+             f"the smallest population ({min(populations or [0])} users)")
+    _require(bool(cohorts) or not populations,
+             "--population_cohorts must not be empty while --populations is set")
+    return populations, cohorts
 
 
 def settings_from_flags() -> Settings:
@@ -133,6 +169,7 @@ def settings_from_flags() -> Settings:
                  f"--flower_cpus_per_client={FLAGS.flower_cpus_per_client} must be > 0")
         _require(FLAGS.flower_timeout >= 1,
                  f"--flower_timeout={FLAGS.flower_timeout} must be a positive integer")
+    populations, population_cohorts = _population_flags()
     return Settings(data_dir=FLAGS.data_dir, cohorts=tuple(sorted(set(cohorts))),
                     warmup_rounds=FLAGS.warmup_rounds, rounds=FLAGS.rounds,
                     memory_round_a=FLAGS.memory_round_a if FLAGS.memory_round_b else 0,
@@ -140,7 +177,10 @@ def settings_from_flags() -> Settings:
                     memory_dp_cohort=FLAGS.memory_dp_cohort, output=output,
                     flower_python=flower_python, flower_cohort=FLAGS.flower_cohort,
                     flower_cpus_per_client=FLAGS.flower_cpus_per_client,
-                    flower_timeout=FLAGS.flower_timeout)
+                    flower_timeout=FLAGS.flower_timeout, populations=populations,
+                    population_cohorts=population_cohorts,
+                    population_rounds=FLAGS.population_rounds,
+                    population_memory_max=FLAGS.population_memory_max)
 
 
 def _bench() -> None:

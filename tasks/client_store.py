@@ -207,7 +207,8 @@ def _convert(path: str, split_name: str, preparation: Preparation, work: str,
     writer = StoreWriter(work)
     records = 0
     for owners, protos in sql_client_data.stream(path, split_name, client_ids, chunk_records):
-        prepared = preparation.prepare(sql_client_data.parse_all(protos, preparation.parse))
+        prepared = preparation.prepare(
+            sql_client_data.parse_vectorized(protos, preparation.parse))
         source = prepared[2] if len(prepared) == 3 else np.arange(len(protos))
         writer.add(prepared[0], prepared[1], owners[np.asarray(source, np.int64)])
         records += len(protos)

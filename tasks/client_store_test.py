@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 
 from experiments.core.paths import REPO_ROOT
-from tasks import (client_store, emnist, shakespeare, stackoverflow_fixture,
-                   stackoverflow_tag, stackoverflow_vocab, stackoverflow_word)
+from tasks import (
+    client_store,
+    emnist,
+    shakespeare,
+    stackoverflow_fixture,
+    stackoverflow_tag,
+    stackoverflow_vocab,
+    stackoverflow_word,
+)
 from tasks.client_arrays import ArrayClientData
 
 

@@ -43,9 +43,23 @@ def create_tables(connection: sqlite3.Connection) -> None:
 
 
 def parse_all(protos: list[bytes], parse: Parser) -> dict[str, np.ndarray]:
-    """Serialized examples to a dict of stacked arrays, parsed by `parse` in batches."""
+    """Serialized examples to a dict of stacked arrays, `parse` mapped over each."""
     parsed = tf.data.Dataset.from_tensor_slices(np.array(protos, dtype=object)).map(
         parse).batch(_PARSE_BATCH)
+    parts = list(parsed.as_numpy_iterator())
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def parse_vectorized(protos: list[bytes], parse: Parser) -> dict[str, np.ndarray]:
+    """`parse_all`'s result, with `parse` vectorised over batches (tf.vectorized_map):
+    about ten times faster, which the store's conversion of millions of records
+    needs (tasks.client_store; its tests hold the two equal on every task's data)."""
+    @tf.autograph.experimental.do_not_convert
+    def parse_batch(batch: tf.Tensor) -> dict:
+        return tf.vectorized_map(parse, batch)
+
+    parsed = tf.data.Dataset.from_tensor_slices(np.array(protos, dtype=object)).batch(
+        _PARSE_BATCH).map(parse_batch)
     parts = list(parsed.as_numpy_iterator())
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 

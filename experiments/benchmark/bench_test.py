@@ -26,7 +26,8 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     output = tmp_path / "bench.json"
     command = [sys.executable, "-m", "experiments.bench", f"--data_dir={emnist_dir}",
                "--cohorts=2,3", "--warmup_rounds=0", "--rounds=1", "--memory_round_a=1",
-               "--memory_round_b=2", "--memory_dp_cohort=3", f"--output={output}"]
+               "--memory_round_b=2", "--memory_dp_cohort=3", "--populations=",
+               f"--output={output}"]
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -70,6 +71,7 @@ def test_quick_run_writes_json_and_markdown_with_every_key(emnist_dir: str,
     assert _is_number(result["dp_overhead_ratio"])
     # Flower runs only with --flower (its keys are there, empty).
     assert result["flower"] is None and result["speedup_vs_flower"] is None
+    assert result["population"] is None  # --populations= skips it (population_test.py)
     assert "flower_round_seconds" in result
     assert _is_number(result["compression_overhead_ratio"])
     methods = result["compression"]["methods"]

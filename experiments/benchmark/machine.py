@@ -53,18 +53,25 @@ def steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None
     return 100.0 * (end[0] - start[0]) / (end[1] - start[1])
 
 
-def rss_bytes(pid: int | None) -> int | None:
-    """Resident set size of a process (VmRSS in /proc/<pid>/status), or None."""
+def rss_bytes(pid: int | None, field: str = "VmRSS") -> int | None:
+    """Resident set size of a process (VmRSS in /proc/<pid>/status; VmHWM: its
+    peak so far), or None."""
     if pid is None:
         return None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (VmHWM), in MiB."""
+    peak = rss_bytes(os.getpid(), "VmHWM")
+    return None if peak is None else peak / (1024.0 * 1024.0)
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -111,10 +111,49 @@ def _flower_rows(result: dict) -> list[str]:
             f"| speedup vs Flower | {_fmt(flower['speedup_vs_flower'], '.2f')} |"]
 
 
+def _population_tables(result: dict) -> list[str]:
+    """The population section: conversion, then each run, then the headline ratios."""
+    p = result.get("population")
+    if p is None:
+        return []
+    lines = ["", f"## Cost against population ({p['task']}, {p['model']}, synthetic "
+             f"StackOverflow layout, {p['mean_sentences']:.0f} sentences per user on "
+             f"average; medians of {p['rounds']} rounds after {p['warmup_rounds']})", "",
+             "| users | split | records | conversion records/s | store MiB | source MiB |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for n, conversion in p["conversion"].items():
+        for split in ("train", "test"):
+            c = conversion[split]
+            lines.append(f"| {int(n):,} | {split} | {c['records']:,} "
+                         f"| {_fmt(c['records_per_second'], ',.0f')} "
+                         f"| {c['bytes'] / 2**20:,.0f} "
+                         f"| {conversion['source_bytes'] / 2**20:,.0f} |")
+    lines += ["", "| users | --data_store | cohort | first round starts (s) | round s "
+              "| round CPU s | RSS main + worker (MiB) |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for n, stores in p["runs"].items():
+        for store, run in stores.items():
+            for cohort, c in run["cohorts"].items():
+                lines.append(f"| {int(n):,} | {store} | {cohort} "
+                             f"| {_fmt(c['first_round_start_seconds'], '.1f')} "
+                             f"| {_fmt(c['median_round_seconds'], '.2f')} "
+                             f"| {_fmt(c['median_round_cpu_seconds'], '.2f')} "
+                             f"| {_fmt(c['rss_mib']['total_mib'], ',.0f')} |")
+    lines += ["", "| cohort | store RSS, largest / smallest population | compared at "
+              "| store / memory round s | store / memory round CPU s | store / memory RSS |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for cohort, h in p["headline"].items():
+        lines.append(f"| {cohort} | {_fmt(h['rss_largest_over_smallest'], '.3f')} "
+                     f"| {h.get('compared_at', 'n/a')} "
+                     f"| {_fmt(h.get('round_seconds_disk_over_memory'), '.3f')} "
+                     f"| {_fmt(h.get('round_cpu_disk_over_memory'), '.3f')} "
+                     f"| {_fmt(h.get('rss_disk_over_memory'), '.3f')} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The results as a markdown table (plus one line of context)."""
     lines = [*_header(result), *_cohort_table(result),
              "", "| measure | value |", "|---|---:|",
              *_overhead_rows(result), *_memory_rows(result), *_cost_rows(result),
-             *_flower_rows(result)]
+             *_flower_rows(result), *_population_tables(result)]
     return "\n".join(lines) + "\n"

@@ -30,6 +30,10 @@ class Settings:
     flower_cohort: int = 10
     flower_cpus_per_client: float = 1.0
     flower_timeout: int = 3600
+    populations: tuple[int, ...] = ()  # empty: no population section
+    population_cohorts: tuple[int, ...] = (10, 100)
+    population_rounds: int = 3
+    population_memory_max: int = 30_000
 
     @property
     def markdown_path(self) -> str:

@@ -3,8 +3,9 @@
 Running everything in ONE process keeps ratios robust on a noisy machine:
 both sides of a ratio see the same load. The order is the cohorts (each
 round against the centralised loop), the client split and TFF's stock
-FedAvg, DP, compression, Flower (with --flower), and last the long memory
-run. The result is JSON-able; its keys are what bench.json holds.
+FedAvg, DP, compression, Flower (with --flower), the long memory run, and
+last the population section (each of its runs in a process of its own).
+The result is JSON-able; its keys are what bench.json holds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from experiments.benchmark.data import data_folder, data_name
 from experiments.benchmark.dp_cost import measure_dp
 from experiments.benchmark.flower_comparison import measure_flower
 from experiments.benchmark.memory_growth import measure_memory
+from experiments.benchmark.population import measure_populations
 from experiments.benchmark.reference import GraphLoopReference
 from experiments.benchmark.settings import MODEL, SEED, TASK, Settings
 from experiments.core import tff_worker
@@ -157,9 +159,14 @@ def run(settings: Settings, progress: Callable[[str], None] = timing.progress) -
         reference = GraphLoopReference(base, task)
         cohorts = _measure_cohorts(settings, task, reference, folder, mean_client)
         small = _measure_small_cohort(settings, task, reference, folder, population)
+    population = None
+    if settings.populations:
+        population = measure_populations(
+            settings.populations, settings.population_cohorts, min(settings.warmup_rounds, 1),
+            settings.population_rounds, settings.population_memory_max, progress)
     info["loadavg_at_end"] = list(os.getloadavg())
     info["cpu_steal_percent"] = machine.steal_percent(ticks, machine.cpu_ticks())
     return {"machine": info, "data": _data_json(is_real, summary),
             "settings": _settings_json(settings, base),
-            **_result(cohorts, small, reference.traces()),
+            **_result(cohorts, small, reference.traces()), "population": population,
             "wall_seconds": time.monotonic() - began}

@@ -1,0 +1,93 @@
+"""One population's training runs for the benchmark's population section, in a fresh process.
+
+    python -m experiments.benchmark.population_run --data_dir=DIR --data_store=disk \\
+        --cohorts=10,100 --warmup_rounds=1 --rounds=3
+
+`experiments.benchmark.population` starts this once per population and data
+store, so each resident-memory reading is of a process that has held only
+that population. It builds `stackoverflow_word` (`lstm_small`, 20 examples
+per client and round) on the
+StackOverflow-layout file in --data_dir, then for each cohort a FedAvg
+trainer, and runs --warmup_rounds + --rounds rounds. It prints one JSON line:
+the task's build time, and per cohort the time to the first round's start
+(task build + trainer set-up), the median round's wall and CPU seconds (this
+process plus TFF's worker) and the resident memory after the rounds; and the
+peak resident memory of this process (VmHWM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from absl import flags
+
+from experiments.core import binary, stops, tff_worker
+
+TASK = "stackoverflow_word"
+MODEL = "lstm_small"
+# Examples each client trains on per round (one batch of 20): the model's 10,004-way
+# softmax would otherwise make a 100-client round minutes long, while the data path
+# still reads each sampled client's whole slice (its dataset is built from it).
+MAX_ELEMENTS = 20
+_FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined only when run as a program (the bench's own flags share these names)."""
+    flags.DEFINE_string("data_dir", "", "Folder holding the stackoverflow.sqlite to train on.")
+    flags.DEFINE_enum("data_store", "disk", ["disk", "memory"], "The task's --data_store.")
+    flags.DEFINE_list("cohorts", ["10", "100"], "Cohort sizes, run one after the other.")
+    flags.DEFINE_integer("warmup_rounds", 1, "Unmeasured rounds per cohort.", lower_bound=0)
+    flags.DEFINE_integer("rounds", 3, "Measured rounds per cohort.", lower_bound=1)
+
+
+def measure(data_dir: str, data_store: str, cohorts: list[int], warmup: int,
+            rounds: int) -> dict:
+    """The runs described in the module docstring; a JSON-able dict."""
+    # TensorFlow-heavy imports here: the program answers --help without them.
+    from experiments.benchmark import machine
+    from experiments.benchmark.configs import experiment_config
+    from experiments.benchmark.timing import median
+    from experiments.training.federated_trainer import FederatedTrainer
+    from tasks import registry
+
+    began = time.monotonic()
+    config = experiment_config(data_dir, task=TASK, model=MODEL, data_store=data_store,
+                               max_elements_per_client=MAX_ELEMENTS)
+    task = registry.get(config.task, config.task_config())
+    built = time.monotonic() - began
+    result = {"task_build_seconds": built, "train_clients": len(task.train_data.client_ids),
+              "cohorts": {}}
+    for cohort in cohorts:
+        set_up = time.monotonic()
+        trainer = FederatedTrainer(dataclasses.replace(config, clients_per_round=cohort), task)
+        state = trainer.initial_state()
+        first_round_start = built + time.monotonic() - set_up
+        walls, cpus = [], []
+        for round_num in range(1, warmup + rounds + 1):
+            cpu, wall = machine.cpu_now(), time.perf_counter()
+            state, _ = trainer.run_round(state, round_num)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(machine.cpu_now() - cpu)
+        result["cohorts"][str(cohort)] = {
+            "first_round_start_seconds": first_round_start,
+            "median_round_seconds": median(walls[warmup:]),
+            "median_round_cpu_seconds": median(cpus[warmup:]),
+            "round_seconds": walls, "rss_mib": machine.rss_mib()}
+    result["peak_main_mib"] = machine.peak_rss_mib()
+    return result
+
+
+def _main() -> None:
+    with tff_worker.session():
+        result = measure(_FLAGS.data_dir, _FLAGS.data_store,
+                         [int(c) for c in _FLAGS.cohorts], _FLAGS.warmup_rounds,
+                         _FLAGS.rounds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    binary.run("population_run", _main, interrupted=stops.NOTHING_WRITTEN)
