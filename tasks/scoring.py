@@ -15,6 +15,24 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+_COUNT_ROWS = 1 << 16  # label rows counted at a time
+
+
+def label_counts(labels: np.ndarray, exclude: tuple[int, ...] = ()) -> np.ndarray:
+    """How often each integer label occurs (those in `exclude` not counted), read
+    in row chunks: `labels` may be a memory-mapped split of millions of rows, whose
+    int64 copy would not fit in memory."""
+    counts = np.zeros(0, np.int64)
+    for start in range(0, len(labels), _COUNT_ROWS):
+        chunk = np.asarray(labels[start:start + _COUNT_ROWS]).ravel().astype(np.int64)
+        if exclude:
+            chunk = chunk[~np.isin(chunk, exclude)]
+        part = np.bincount(chunk)
+        if len(part) > len(counts):
+            counts = np.pad(counts, (0, len(part) - len(counts)))
+        counts[:len(part)] += part
+    return counts
+
 Pairs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -61,7 +79,7 @@ class Scoring:
     def naive_output(self, train_y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
         """One example's output of the trivial model: the majority class."""
         scores = np.zeros(output_shape, dtype=np.float32)
-        scores[..., int(np.bincount(train_y.ravel().astype(np.int64)).argmax())] = 1.0
+        scores[..., int(label_counts(train_y).argmax())] = 1.0
         return scores
 
     def naive_outputs(self, train_y: np.ndarray, num_examples: int,
@@ -116,11 +134,11 @@ class SequenceScoring(Scoring):
 
     def naive_output(self, train_y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
         """The most frequent real token at every position."""
-        labels = train_y[~np.isin(train_y, self._special + (self._pad,))]
-        if labels.size == 0:
-            labels = train_y[train_y != self._pad]
+        counts = label_counts(train_y, self._special + (self._pad,))
+        if not counts.any():
+            counts = label_counts(train_y, (self._pad,))
         scores = np.zeros(output_shape, dtype=np.float32)
-        scores[..., int(np.bincount(labels.ravel().astype(np.int64)).argmax())] = 1.0
+        scores[..., int(counts.argmax())] = 1.0
         return scores
 
 

@@ -73,3 +73,12 @@ def test_reconstruction_mse_mae_and_mean_image_baseline():
     keras_mse.update_state(tf.constant(y), tf.constant(out))
     assert float(keras_mse.result()) == pytest.approx(np.mean((y - out) ** 2))
     assert s.primary == "mse" and not s.higher_is_better
+
+
+def test_label_counts_in_chunks_equal_one_bincount() -> None:
+    # 3 chunks of 2**16 rows and a partial one; labels 0..49, some excluded.
+    labels = np.random.default_rng(0).integers(0, 50, size=(3 * 2**16 + 123, 4))
+    labels[-1, -1] = 77  # the largest label only in the last chunk
+    kept = labels.ravel()[~np.isin(labels.ravel(), (0, 3))]
+    assert np.array_equal(scoring.label_counts(labels, (0, 3)), np.bincount(kept))
+    assert np.array_equal(scoring.label_counts(labels), np.bincount(labels.ravel()))

@@ -18,15 +18,18 @@ from tasks.scoring import Scoring
 from tasks.settings import TaskConfig
 
 SHUFFLE_BUFFER = 10_000
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A federated learning task.
 
     Client data yields model-ready (x, y) examples (prepared once at load);
-    every pipeline (client training, centralised training, evaluation) batches
-    them with `to_batches`. `build_model(seed)` returns an uncompiled Keras model
-    (outputs are logits for classification). `scoring` gives the loss, the
-    metrics and the naive baseline a result must beat (e.g. the majority class).
+    client and centralised training batch them with `to_batches`; evaluation
+    reads the arrays in slices of `eval_batch_size` rows. `build_model(seed)`
+    returns an uncompiled Keras model (outputs are logits for classification).
+    `scoring` gives the loss, the metrics and the naive baseline a result must
+    beat (e.g. the majority class).
     """
 
     name: str

@@ -30,18 +30,20 @@ def eval_columns(scoring: Scoring) -> tuple[str, ...]:
 EVAL_COLUMNS = eval_columns(Scoring())  # classification tasks
 
 
-def _collect(task: Task, batch_size: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pooled, owners = task.test_data.pooled_in_client_order()
-    xs, ys = zip(*task.to_batches(pooled, batch_size).as_numpy_iterator(), strict=True)
-    return np.concatenate(xs), np.concatenate(ys), owners
+def _collect(task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test split's (x, y) rows, client after client (the task's arrays themselves:
+    memory-mapped from the client store, they are read batch by batch, not copied),
+    and each row's client index."""
+    x, y = task.test_data.pooled_arrays()
+    owners = np.repeat(np.arange(len(task.test_data.client_ids), dtype=np.int32),
+                       task.test_data.sizes())
+    return x, y, owners
 
 
-def train_labels(task: Task, batch_size: int = 4096) -> np.ndarray:
-    """All training labels, pooled (what the naive model is fitted on)."""
-    pooled = task.to_batches(task.train_data.create_tf_dataset_from_all_clients(),
-                             batch_size)
-    return np.concatenate([y for _, y in pooled.as_numpy_iterator()])
+def train_labels(task: Task) -> np.ndarray:
+    """All training labels, client after client (what the naive model is fitted on;
+    a view of the task's array, not a copy)."""
+    return task.train_data.pooled_arrays()[1]
 
 
 class _Sums:
@@ -74,7 +76,7 @@ class Evaluator:
         batch = task.config.eval_batch_size
         self._batch = batch
         self._scoring = task.scoring
-        self._x, self._y, self._owner = _collect(task, batch)
+        self._x, self._y, self._owner = _collect(task)
         self._num_clients = len(task.test_data.client_ids)
         self._model = task.build_model(seed)
         # One trace for every batch size (the first, full and last batches differ).
