@@ -40,6 +40,12 @@ Methods (`--compression`):
   uniformly random rank-k projection with expectation (k / m) I, so the
   rescaled decode is an unbiased estimate of U (with k / m of its variance
   budget: much noisier per client than the projection).
+* `fetchsgd`: FetchSGD (Rothchild et al. 2020). Each tensor goes as an R x C
+  count sketch under hashes every client shares, the server sums the sketches,
+  adds its error sketch and keeps the top-k of the unsketched estimates; its
+  own factory, `experiments.aggregators.fetchsgd.FetchSgdSumFactory` (the
+  sketches are summed before any decoding). Payload: R C float32 per tensor,
+  no seed; nothing is broadcast (the hashes follow from the experiment seed).
 
 Seeds: the aggregator state is a round counter r the server broadcasts
 (32 bits down). A client's seed is [r, h], h a 32-bit fingerprint of its own
@@ -64,7 +70,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from experiments.aggregators import pipeline
+from experiments.aggregators import pipeline, sketch
 from experiments.aggregators.settings import CompressionSettings, Stage, parse_stages
 from experiments.aggregators.transforms import (
     basis,
@@ -79,7 +85,7 @@ from experiments.aggregators.transforms import (
 )
 
 METHODS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
-           "low_rank_unbiased", "pipeline", "tff")
+           "low_rank_unbiased", "pipeline", "fetchsgd", "tff")
 _LOW_RANK = ("low_rank", "low_rank_unbiased")
 SEED_BITS = 32  # the client's part h of its seed [r, h]
 ROUND_SEED_BITS = 32  # the round counter r broadcast to clients
@@ -98,6 +104,9 @@ class Method:
     keep_fraction: float = 0.1
     rank: int = 4
     stages: tuple[Stage, ...] = ()  # pipeline
+    sketch_rows: int = 5  # fetchsgd: R
+    sketch_columns_fraction: float = 0.1  # fetchsgd: C = max(1, round(fraction n))
+    topk_fraction: float = 0.01  # fetchsgd: k = max(1, ceil(fraction n))
 
     @classmethod
     def of(cls, settings: CompressionSettings) -> Method:
@@ -105,7 +114,16 @@ class Method:
         stages = (parse_stages(settings.compression_stages)
                   if settings.compression == "pipeline" else ())
         return cls(settings.compression, bits=settings.quantization_bits,
-                   keep_fraction=settings.keep_fraction, rank=settings.rank, stages=stages)
+                   keep_fraction=settings.keep_fraction, rank=settings.rank, stages=stages,
+                   sketch_rows=settings.sketch_rows,
+                   sketch_columns_fraction=settings.sketch_columns_fraction,
+                   topk_fraction=settings.topk_fraction)
+
+    @property
+    def broadcast_bits(self) -> int:
+        """Bits the aggregator broadcasts to each client per round: the round counter,
+        or nothing for `fetchsgd` (its hashes follow from the experiment seed)."""
+        return 0 if self.name == "fetchsgd" else ROUND_SEED_BITS
 
     @property
     def sends_seed(self) -> bool:
@@ -247,6 +265,9 @@ def expected_bits(method: Method, shapes: list[tuple[int, ...]]) -> float:
                 total += method.rank * min(matrix_shape(shape)) * FLOAT_BITS
             else:
                 total += n * FLOAT_BITS
+        elif method.name == "fetchsgd":  # an R x C float32 table
+            total += (method.sketch_rows * sketch.columns(n, method.sketch_columns_fraction)
+                      * FLOAT_BITS)
     return total
 
 

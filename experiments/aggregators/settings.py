@@ -10,13 +10,16 @@ from experiments.core.settings import setting
 # experiments.aggregators.secure_sum).
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "secure_sum", "tff_secure")
 COMPRESSIONS = ("none", "quantize", "rotate_quantize", "random_mask", "low_rank",
-                "low_rank_unbiased", "pipeline", "tff")
+                "low_rank_unbiased", "pipeline", "fetchsgd", "tff")
 # Each compression setting and the methods it applies to (elsewhere it must stay
 # at its default, and reports leave it blank).
 COMPRESSION_SETTINGS = {"quantization_bits": ("quantize", "rotate_quantize"),
                         "keep_fraction": ("random_mask",),
                         "rank": ("low_rank", "low_rank_unbiased"),
                         "compression_stages": ("pipeline",),
+                        "sketch_rows": ("fetchsgd",),
+                        "sketch_columns_fraction": ("fetchsgd",),
+                        "topk_fraction": ("fetchsgd",),
                         "error_feedback": ("quantize", "rotate_quantize", "random_mask",
                                            "low_rank", "low_rank_unbiased", "pipeline")}
 # Pipeline stages (experiments.aggregators.pipeline): name -> what its value is.
@@ -99,7 +102,8 @@ class CompressionSettings:
         "(randomized Hadamard + quantize), random_mask (seeded subsampling), low_rank "
         "(structured updates: a biased rank-k projection), low_rank_unbiased (the same "
         "payload rescaled by m / k: unbiased), pipeline (--compression_stages composed), "
-        "tff (tff.learning.compression_aggregator).",
+        "fetchsgd (count sketches summed by the server, top-k unsketched with an error "
+        "sketch; Rothchild et al. 2020), tff (tff.learning.compression_aggregator).",
         COMPRESSIONS)
     quantization_bits: int = setting(8, "quantize / rotate_quantize: bits per coordinate "
                                      "(1..16).")
@@ -113,3 +117,11 @@ class CompressionSettings:
         "", "pipeline: stages applied in order on each tensor and inverted on the server, "
         "e.g. 'subsample:0.1,rotate,quantize:2' (subsample:P unbiased, topk:F biased, "
         "rotate, quantize:B last).")
+    sketch_rows: int = setting(5, "fetchsgd: rows R of each tensor's count sketch (each "
+                               "row its own bucket and sign hashes).")
+    sketch_columns_fraction: float = setting(
+        0.1, "fetchsgd: columns C of the sketch of an n-value tensor as a fraction of n, "
+        "C = max(1, round(fraction n)); the upload is R C float32 per tensor.")
+    topk_fraction: float = setting(
+        0.01, "fetchsgd: the server keeps the k = max(1, ceil(fraction n)) coordinates of "
+        "each tensor with the largest unsketched estimates.")
