@@ -21,7 +21,7 @@ from google._upb import _message as upb_message
 # fixes Skellam noise and adaptive clipping; the discrete Gaussian needs the class.
 from tensorflow_federated.python.aggregators.distributed_dp import DistributedDpSumFactory
 
-from experiments.aggregators import compression, robust
+from experiments.aggregators import compression, fetchsgd, robust
 from experiments.aggregators.settings import AggregatorSettings, CompressionSettings
 from experiments.core.errors import UsageError
 from experiments.core.settings import pick
@@ -94,7 +94,8 @@ def _adaptive(dp: DpSettings, clients_per_round: int):
 
 
 def _compressed(settings: ChainSettings):
-    """Compressed mean (experiments.aggregators.compression), after local DP noise if --dp=local.
+    """Compressed mean (experiments.aggregators.compression, or .fetchsgd's sketches),
+    after local DP noise if --dp=local.
 
     Weighted algorithms weight each update before it is encoded (TFF's
     MeanFactory); the weight itself travels as one float32.
@@ -105,7 +106,10 @@ def _compressed(settings: ChainSettings):
             zeroing=False, clipping=False, weighted=weighted)
         mean = reference
     else:
-        summed = compression.CompressedSumFactory(compression.Method.of(c), settings.seed)
+        method = compression.Method.of(c)
+        summed = (fetchsgd.FetchSgdSumFactory(method, settings.seed)
+                  if c.compression == "fetchsgd"
+                  else compression.CompressedSumFactory(method, settings.seed))
         mean = (tff.aggregators.MeanFactory(value_sum_factory=summed) if weighted
                 else tff.aggregators.UnweightedMeanFactory(value_sum_factory=summed))
     if dp.dp == "local":

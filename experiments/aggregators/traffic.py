@@ -1,8 +1,8 @@
 """Bits each client downloads and uploads in a round: the one place of accounting.
 
 Down: the full float32 model (trainable and non-trainable weights), plus what
-the compression aggregator broadcasts (its 32-bit round counter; for
-`--compression=tff`, TFF's encoder parameters). Up: without compression a
+the compression aggregator broadcasts (its 32-bit round counter, none for
+`fetchsgd`; for `--compression=tff`, TFF's encoder parameters). Up: without compression a
 float32 update of every trainable weight; with compression the encoded
 payload, counted by the aggregator from the payload tensors themselves
 (`experiments.aggregators.compression`), averaged over the round's clients; with
@@ -89,7 +89,7 @@ class Traffic:
             up, down = compression.tff_payload_bits(shapes)
             return cls(model + down, up + weight, float32_up, weight)
         method = compression.Method.of(settings)
-        return cls(model + compression.ROUND_SEED_BITS,
+        return cls(model + method.broadcast_bits,
                    compression.expected_bits(method, shapes) + weight, float32_up, weight,
                    measured=True)
 
