@@ -260,6 +260,10 @@ def _validate_robustness(config: ExperimentConfig) -> None:
                                                     config.outlier_fraction == 0),
              "--aggregator and --outlier_fraction apply to federated algorithms, "
              "not --algorithm=centralized")
+    _require(agg == "mean" or getattr(config, "compression", "none") != "fetchsgd",
+             f"--aggregator={agg} cannot be combined with --compression=fetchsgd (use "
+             f"--aggregator=mean): robust aggregators need whole updates, and the secure "
+             f"sums here add quantised updates, not sketch tables")
     _require(agg == "mean" or config.dp in ("none", "distributed"),
              f"--aggregator={agg} cannot be combined with --dp={config.dp}: DP clips "
              f"and noises the mean itself (use --aggregator=mean, or --dp=distributed "
@@ -280,6 +284,13 @@ def _validate_robustness(config: ExperimentConfig) -> None:
 def _validate_compression(config: ExperimentConfig) -> None:
     """Compression flags and the combinations that stay sound (README, "Compression")."""
     method, default = config.compression, type(config)
+    if method == "fetchsgd":
+        _require(not config.error_feedback,
+                 "--error_feedback cannot be combined with --compression=fetchsgd: its "
+                 "server already keeps what the top-k left out (the error sketch)")
+        _require(config.dp == "none",
+                 f"--compression=fetchsgd needs --dp=none (got {config.dp}): noise on the "
+                 f"sketches and the top-k of a noisy sketch are not accounted here")
     for name, methods in COMPRESSION_SETTINGS.items():
         _require(method in methods or getattr(config, name) == getattr(default, name),
                  f"--{name} only applies to --compression={'|'.join(methods)}")
@@ -288,6 +299,10 @@ def _validate_compression(config: ExperimentConfig) -> None:
     _require(0 < config.keep_fraction <= 1,
              f"--keep_fraction={config.keep_fraction} must be in (0, 1]")
     _require(config.rank >= 1, f"--rank={config.rank} must be a positive integer")
+    _require(config.sketch_rows >= 1,
+             f"--sketch_rows={config.sketch_rows} must be a positive integer")
+    _each(config, ("sketch_columns_fraction", "topk_fraction"), lambda v: 0 < v <= 1,
+          "must be in (0, 1]")
     if method == "pipeline":
         try:
             parse_stages(config.compression_stages)
