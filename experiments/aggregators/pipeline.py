@@ -15,8 +15,8 @@ subsampling, rotation and quantisation this way):
   random bucket (both from the seed); the server reads each coordinate back as
   its sign times its bucket: unbiased, linear (so decoding each client and
   summing equals decoding the summed sketch), with the other values sharing
-  the bucket as noise. FetchSGD's top-k unsketching of the summed sketch is not
-  done here.
+  the bucket as noise. FetchSGD's top-k unsketching of the summed sketch is
+  `--compression=fetchsgd` (experiments.aggregators.fetchsgd).
 * `rotate` multiplies by random signs and the block Walsh-Hadamard matrix (as
   `rotate_quantize`; the zero padding to whole blocks travels and is counted).
 * `quantize:B` (last) quantises stochastically to B bits between the vector's
