@@ -51,7 +51,7 @@ def test_femnist_test_split_equals_the_in_memory_path(femnist300_dir, tmp_path) 
     path = os.path.join(femnist300_dir, emnist.DATA_FILE)
     disk, memory = _both(path, "all_test", emnist.PREPARATION, str(tmp_path), 997)
     assert len(disk.client_ids) == 300
-    assert isinstance(disk.pooled_arrays()[0], np.memmap)
+    assert isinstance(disk.pooled_arrays()[0].base, np.memmap)  # mapped, not loaded
     assert_same(disk, memory)
 
 

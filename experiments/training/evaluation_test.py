@@ -20,5 +20,5 @@ def test_naive_accuracy_is_the_majority_training_label_on_the_test_split(emnist_
     assert evaluator.naive == np.mean(test_y == majority)
     # The store's memory-mapped test rows are scored in place, not copied.
     x, y, owners = evaluation._collect(task)
-    assert isinstance(x, np.memmap) and isinstance(y, np.memmap)
+    assert isinstance(x.base, np.memmap) and isinstance(y.base, np.memmap)
     assert np.array_equal(np.bincount(owners), task.test_data.sizes())
