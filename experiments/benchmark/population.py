@@ -7,7 +7,10 @@ throughput and size on disk reported), then `stackoverflow_word` trains on
 each in a fresh process (experiments.benchmark.population_run) from the
 store (`--data_store=disk`) and from the whole split parsed into memory
 (`--data_store=memory`, up to --population_memory_max users). Same seed, so
-both stores train the same clients in the same rounds.
+both stores train the same clients in the same rounds. At the largest
+population the memory path runs on, one more process builds both and
+alternates their rounds: separate processes' round times drift by 10-20%
+with the machine's load, too much to compare two paths within 5%.
 
 Headline numbers per cohort: the store's resident memory at the largest
 population over the smallest's (flat: within 10%), and its round time (wall
@@ -110,7 +113,8 @@ def _cohort_rss(run: dict, cohort: int) -> float:
 
 def headline(runs: dict[int, dict[str, dict]], cohorts: tuple[int, ...]) -> dict:
     """Per cohort: the store's memory largest / smallest population, and at the largest
-    population the memory path ran on, the store's round time over the memory path's."""
+    population the memory path ran on, the store's round time over the memory path's
+    (the paired run's median round-by-round ratio) and its memory over the memory path's."""
     sizes = sorted(runs)
     smallest, largest = sizes[0], sizes[-1]
     both = [n for n in sizes if "memory" in runs[n]]
@@ -122,13 +126,10 @@ def headline(runs: dict[int, dict[str, dict]], cohorts: tuple[int, ...]) -> dict
             _cohort_rss(runs[smallest]["disk"], cohort))}
         if both:
             at = both[-1]
-            disk, memory = (runs[at][s]["cohorts"][key] for s in ("disk", "memory"))
+            paired = runs[at]["paired"]["cohorts"][key]
             row.update(compared_at=at,
-                       round_seconds_disk_over_memory=ratio(
-                           disk["median_round_seconds"], memory["median_round_seconds"]),
-                       round_cpu_disk_over_memory=ratio(
-                           disk["median_round_cpu_seconds"],
-                           memory["median_round_cpu_seconds"]),
+                       round_seconds_disk_over_memory=paired["round_seconds_disk_over_memory"],
+                       round_cpu_disk_over_memory=paired["round_cpu_disk_over_memory"],
                        rss_disk_over_memory=ratio(_cohort_rss(runs[at]["disk"], cohort),
                                                   _cohort_rss(runs[at]["memory"], cohort)))
         out[key] = row
@@ -145,9 +146,11 @@ def measure_populations(populations: tuple[int, ...], cohorts: tuple[int, ...],
         folder = generated[str(clients)]["folder"]
         progress(f"population {clients:,}: client store")
         conversion[str(clients)] = ensure_store(folder)
-        stores = ("disk", "memory") if clients <= memory_max else ("disk",)
         runs[clients] = {}
-        for data_store in stores:
+        if clients == max([n for n in populations if n <= memory_max], default=None):
+            progress(f"population {clients:,}: both stores, rounds alternating")
+            runs[clients]["paired"] = run_child(folder, "paired", cohorts, warmup, rounds)
+        for data_store in ("disk", "memory") if clients <= memory_max else ("disk",):
             progress(f"population {clients:,}: training from --data_store={data_store}")
             runs[clients][data_store] = run_child(folder, data_store, cohorts, warmup, rounds)
     return {"task": TASK, "model": MODEL, "mean_sentences": MEAN_SENTENCES,

@@ -12,7 +12,9 @@ trainer, and runs --warmup_rounds + --rounds rounds. It prints one JSON line:
 the task's build time, and per cohort the time to the first round's start
 (task build + trainer set-up), the median round's wall and CPU seconds (this
 process plus TFF's worker) and the resident memory after the rounds; and the
-peak resident memory of this process (VmHWM).
+peak resident memory of this process (VmHWM). With --data_store=paired it
+builds the task from both stores and alternates their rounds, for a round-time
+ratio that load on the machine cannot skew (`measure_paired`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ _FLAGS = flags.FLAGS
 def _define_flags() -> None:
     """Defined only when run as a program (the bench's own flags share these names)."""
     flags.DEFINE_string("data_dir", "", "Folder holding the stackoverflow.sqlite to train on.")
-    flags.DEFINE_enum("data_store", "disk", ["disk", "memory"], "The task's --data_store.")
+    flags.DEFINE_enum("data_store", "disk", ["disk", "memory", "paired"],
+                      "The task's --data_store; paired: both, rounds alternating.")
     flags.DEFINE_list("cohorts", ["10", "100"], "Cohort sizes, run one after the other.")
     flags.DEFINE_integer("warmup_rounds", 1, "Unmeasured rounds per cohort.", lower_bound=0)
     flags.DEFINE_integer("rounds", 3, "Measured rounds per cohort.", lower_bound=1)
@@ -80,11 +83,54 @@ def measure(data_dir: str, data_store: str, cohorts: list[int], warmup: int,
     return result
 
 
+def measure_paired(data_dir: str, cohorts: list[int], warmup: int, rounds: int) -> dict:
+    """Both stores' tasks in this process, their rounds alternating (which goes first
+    alternates too), so that load and drift hit both alike: per cohort the median
+    round-by-round ratio, store over memory, of wall and CPU seconds."""
+    from experiments.benchmark import machine
+    from experiments.benchmark.configs import experiment_config
+    from experiments.benchmark.timing import median, paired_median
+    from experiments.training.federated_trainer import FederatedTrainer
+    from tasks import registry
+
+    configs = {store: experiment_config(data_dir, task=TASK, model=MODEL, data_store=store,
+                                        max_elements_per_client=MAX_ELEMENTS)
+               for store in ("memory", "disk")}
+    tasks = {store: registry.get(c.task, c.task_config()) for store, c in configs.items()}
+    result: dict = {"cohorts": {}}
+    for cohort in cohorts:
+        trainers = {store: FederatedTrainer(
+            dataclasses.replace(configs[store], clients_per_round=cohort), tasks[store])
+            for store in configs}
+        states = {store: trainer.initial_state() for store, trainer in trainers.items()}
+        walls: dict[str, list[float]] = {store: [] for store in configs}
+        cpus: dict[str, list[float]] = {store: [] for store in configs}
+        for round_num in range(1, warmup + rounds + 1):
+            order = ("disk", "memory") if round_num % 2 else ("memory", "disk")
+            for store in order:
+                cpu, wall = machine.cpu_now(), time.perf_counter()
+                states[store], _ = trainers[store].run_round(states[store], round_num)
+                walls[store].append(time.perf_counter() - wall)
+                cpus[store].append(machine.cpu_now() - cpu)
+        result["cohorts"][str(cohort)] = {
+            "round_seconds": walls, "round_cpu_seconds": cpus,
+            **{f"median_round_seconds_{s}": median(walls[s][warmup:]) for s in configs},
+            "round_seconds_disk_over_memory": paired_median(walls["disk"][warmup:],
+                                                            walls["memory"][warmup:]),
+            "round_cpu_disk_over_memory": paired_median(cpus["disk"][warmup:],
+                                                        cpus["memory"][warmup:])}
+    return result
+
+
 def _main() -> None:
+    cohorts = [int(c) for c in _FLAGS.cohorts]
     with tff_worker.session():
-        result = measure(_FLAGS.data_dir, _FLAGS.data_store,
-                         [int(c) for c in _FLAGS.cohorts], _FLAGS.warmup_rounds,
-                         _FLAGS.rounds)
+        if _FLAGS.data_store == "paired":
+            result = measure_paired(_FLAGS.data_dir, cohorts, _FLAGS.warmup_rounds,
+                                    _FLAGS.rounds)
+        else:
+            result = measure(_FLAGS.data_dir, _FLAGS.data_store, cohorts,
+                             _FLAGS.warmup_rounds, _FLAGS.rounds)
     print(json.dumps(result))
 
 

@@ -132,6 +132,8 @@ def _population_tables(result: dict) -> list[str]:
               "| round CPU s | RSS main + worker (MiB) |", "|---:|---|---:|---:|---:|---:|---:|"]
     for n, stores in p["runs"].items():
         for store, run in stores.items():
+            if store == "paired":  # its round-time ratios are in the headline below
+                continue
             for cohort, c in run["cohorts"].items():
                 lines.append(f"| {int(n):,} | {store} | {cohort} "
                              f"| {_fmt(c['first_round_start_seconds'], '.1f')} "
@@ -139,7 +141,8 @@ def _population_tables(result: dict) -> list[str]:
                              f"| {_fmt(c['median_round_cpu_seconds'], '.2f')} "
                              f"| {_fmt(c['rss_mib']['total_mib'], ',.0f')} |")
     lines += ["", "| cohort | store RSS, largest / smallest population | compared at "
-              "| store / memory round s | store / memory round CPU s | store / memory RSS |",
+              "| store / memory round s (paired) | store / memory round CPU s (paired) "
+              "| store / memory RSS |",
               "|---:|---:|---:|---:|---:|---:|"]
     for cohort, h in p["headline"].items():
         lines.append(f"| {cohort} | {_fmt(h['rss_largest_over_smallest'], '.3f')} "
