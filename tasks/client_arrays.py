@@ -86,11 +86,6 @@ class ArrayClientData(tff.simulation.datasets.ClientData):
         """All clients' (x, y) arrays, client after client (views, not copies)."""
         return self._x, self._y
 
-    def pooled_in_client_order(self) -> tuple[tf.data.Dataset, np.ndarray]:
-        """All examples, client after client, and each example's client index."""
-        owners = np.repeat(np.arange(len(self._client_ids), dtype=np.int32), self.sizes())
-        return tf.data.Dataset.from_tensor_slices((self._x, self._y)), owners
-
     def create_tf_dataset_from_all_clients(self, seed=None) -> tf.data.Dataset:
         order = np.arange(len(self._client_ids))
         np.random.RandomState(seed=seed).shuffle(order)
