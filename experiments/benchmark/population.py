@@ -130,6 +130,9 @@ def headline(runs: dict[int, dict[str, dict]], cohorts: tuple[int, ...]) -> dict
             row.update(compared_at=at,
                        round_seconds_disk_over_memory=paired["round_seconds_disk_over_memory"],
                        round_cpu_disk_over_memory=paired["round_cpu_disk_over_memory"],
+                       total_seconds_disk_over_memory=paired.get(
+                           "total_seconds_disk_over_memory"),
+                       paired_rounds=paired.get("measured_rounds"),
                        rss_disk_over_memory=ratio(_cohort_rss(runs[at]["disk"], cohort),
                                                   _cohort_rss(runs[at]["memory"], cohort)))
         out[key] = row

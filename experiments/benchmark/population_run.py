@@ -33,6 +33,10 @@ MODEL = "lstm_small"
 # softmax would otherwise make a 100-client round minutes long, while the data path
 # still reads each sampled client's whole slice (its dataset is built from it).
 MAX_ELEMENTS = 20
+# The paired run measures at least this many client trainings per store and cohort
+# (30 rounds of 10): a 2-second round varies by 20-40% with the sampled clients and the
+# machine's load, so a handful of paired rounds cannot place the ratio within 5%.
+PAIRED_CLIENT_TRAININGS = 300
 _FLAGS = flags.FLAGS
 
 
@@ -86,10 +90,11 @@ def measure(data_dir: str, data_store: str, cohorts: list[int], warmup: int,
 def measure_paired(data_dir: str, cohorts: list[int], warmup: int, rounds: int) -> dict:
     """Both stores' tasks in this process, their rounds alternating (which goes first
     alternates too), so that load and drift hit both alike: per cohort the median
-    round-by-round ratio, store over memory, of wall and CPU seconds."""
+    round-by-round ratio, store over memory, of wall and CPU seconds, over at least
+    `rounds` and at least PAIRED_CLIENT_TRAININGS / cohort measured rounds."""
     from experiments.benchmark import machine
     from experiments.benchmark.configs import experiment_config
-    from experiments.benchmark.timing import median, paired_median
+    from experiments.benchmark.timing import median, paired_median, ratio
     from experiments.training.federated_trainer import FederatedTrainer
     from tasks import registry
 
@@ -105,7 +110,8 @@ def measure_paired(data_dir: str, cohorts: list[int], warmup: int, rounds: int) 
         states = {store: trainer.initial_state() for store, trainer in trainers.items()}
         walls: dict[str, list[float]] = {store: [] for store in configs}
         cpus: dict[str, list[float]] = {store: [] for store in configs}
-        for round_num in range(1, warmup + rounds + 1):
+        measured = max(rounds, -(-PAIRED_CLIENT_TRAININGS // cohort))
+        for round_num in range(1, warmup + measured + 1):
             order = ("disk", "memory") if round_num % 2 else ("memory", "disk")
             for store in order:
                 cpu, wall = machine.cpu_now(), time.perf_counter()
@@ -113,12 +119,14 @@ def measure_paired(data_dir: str, cohorts: list[int], warmup: int, rounds: int) 
                 walls[store].append(time.perf_counter() - wall)
                 cpus[store].append(machine.cpu_now() - cpu)
         result["cohorts"][str(cohort)] = {
-            "round_seconds": walls, "round_cpu_seconds": cpus,
+            "measured_rounds": measured, "round_seconds": walls, "round_cpu_seconds": cpus,
             **{f"median_round_seconds_{s}": median(walls[s][warmup:]) for s in configs},
             "round_seconds_disk_over_memory": paired_median(walls["disk"][warmup:],
                                                             walls["memory"][warmup:]),
             "round_cpu_disk_over_memory": paired_median(cpus["disk"][warmup:],
-                                                        cpus["memory"][warmup:])}
+                                                        cpus["memory"][warmup:]),
+            "total_seconds_disk_over_memory": ratio(sum(walls["disk"][warmup:]),
+                                                    sum(walls["memory"][warmup:]))}
     return result
 
 

@@ -37,7 +37,9 @@ def test_headline_ratios_compare_like_with_like() -> None:
     runs = {300: {"disk": _run(1000, 2.0, 4.0), "memory": _run(1100, 2.2, 4.4)},
             30_000: {"disk": _run(1010, 2.0, 4.0), "memory": _run(3000, 1.6, 3.2),
                      "paired": {"cohorts": {"10": {"round_seconds_disk_over_memory": 1.02,
-                                                   "round_cpu_disk_over_memory": 0.99}}}},
+                                                   "round_cpu_disk_over_memory": 0.99,
+                                                   "total_seconds_disk_over_memory": 1.01,
+                                                   "measured_rounds": 30}}}},
             100_000: {"disk": _run(1050, 2.1, 4.2)}}
     headline = population.headline(runs, (10,))["10"]
     assert headline["rss_largest_over_smallest"] == pytest.approx(1.05)  # disk, 100k / 300
@@ -53,5 +55,6 @@ def test_headline_ratios_compare_like_with_like() -> None:
                                           "bytes": 2**20} for s in ("train", "test")}
                               | {"source_bytes": 2**21}}}
     lines = report._population_tables({"population": section})
-    assert "| 10 | 1.050 | 30000 | 1.020 | 0.990 | 0.337 |" in lines
+    assert headline["paired_rounds"] == 30
+    assert "| 10 | 1.050 | 30000 | 30 | 1.020 | 1.010 | 0.990 | 0.337 |" in lines
     assert "| 100,000 | disk | 10 | 1.0 | 2.10 | 4.20 | 1,050 |" in lines

@@ -141,13 +141,15 @@ def _population_tables(result: dict) -> list[str]:
                              f"| {_fmt(c['median_round_cpu_seconds'], '.2f')} "
                              f"| {_fmt(c['rss_mib']['total_mib'], ',.0f')} |")
     lines += ["", "| cohort | store RSS, largest / smallest population | compared at "
-              "| store / memory round s (paired) | store / memory round CPU s (paired) "
+              "| paired rounds | store / memory round s (median of paired) "
+              "| store / memory total s | store / memory round CPU s (median of paired) "
               "| store / memory RSS |",
-              "|---:|---:|---:|---:|---:|---:|"]
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for cohort, h in p["headline"].items():
         lines.append(f"| {cohort} | {_fmt(h['rss_largest_over_smallest'], '.3f')} "
-                     f"| {h.get('compared_at', 'n/a')} "
+                     f"| {h.get('compared_at', 'n/a')} | {h.get('paired_rounds', 'n/a')} "
                      f"| {_fmt(h.get('round_seconds_disk_over_memory'), '.3f')} "
+                     f"| {_fmt(h.get('total_seconds_disk_over_memory'), '.3f')} "
                      f"| {_fmt(h.get('round_cpu_disk_over_memory'), '.3f')} "
                      f"| {_fmt(h.get('rss_disk_over_memory'), '.3f')} |")
     return lines
