@@ -1,4 +1,4 @@
-"""The DP aggregators, client sampling and DP flags, checked with numbers that can fail.
+"""The DP aggregators and DP flags, checked with numbers that can fail.
 
 A DP guarantee is only as good as the mechanism that actually runs: the
 accountant in `experiments.privacy.accounting` assumes a clip on each client's whole
@@ -21,20 +21,11 @@ processes the suite builds (`experiments.aggregators.chain.build`):
 * local: one client's output std is z*clip; K clients' mean has std
   z*clip/sqrt(K) (independent noise per client), not z*clip/K (central)
   nor z*clip (the same noise on every client).
-* adaptive: with noise 0 the clip follows the geometric rule exactly and
-  settles at the target quantile; with noise the value noise is TFF's
-  inflated multiplier (z^-2 - (2 sigma_c)^-2)^-1/2 and the per-round DP
-  event composes to exactly a Gaussian of the configured z, which is what
-  the accountant charges; an infeasible z is a UsageError naming
-  --clipped_count_stddev.
+* adaptive clipping: adaptive_clip_test.py.
 * tree (DP-FTRL) on the suite's logistic weight shapes: noise 0 gives the
   exact clipped mean every round; with noise, the cumulative sum's noise
   variance follows the tree (sigma^2, 2/3, 5/3, 4/7 sigma^2 for rounds 1-4),
   which independent per-round noise (t sigma^2) would not.
-* sampling: Poisson inclusion rates match q = K/N per client, cohort sizes
-  follow Binomial(N, q); cyclic cohorts are disjoint within a pass and each
-  client recurs exactly every N // K rounds (the tree accountant's
-  min_separation and max_participation).
 * flags: bad DP combinations are one-line UsageErrors naming the flag; an
   unreachable --target_epsilon ends `python -m experiments.train` with exit 2.
 * end to end on the tiny fixture: metrics.csv epsilon columns equal the
@@ -70,7 +61,6 @@ from experiments.core.errors import UsageError
 from experiments.core.paths import REPO_ROOT
 from experiments.privacy import accounting
 from experiments.simulation import sampling
-from experiments.training import federated_trainer
 
 ALPHA = 1e-6  # false-alarm probability of each statistical check
 Z_ALPHA = float(stats.norm.isf(ALPHA / 2))  # two-sided normal quantile (~4.9)
@@ -272,92 +262,6 @@ def test_local_noise_sits_on_top_of_the_clipped_mean(tff) -> None:
     assert not _std_consistent(result - unclipped_mean, sigma)
 
 
-# ----- adaptive clipping -----------------------------------------------------------------
-def _clip_of(measurements) -> float:
-    """The clip as the suite's metrics extraction reads it."""
-    found = federated_trainer._dp_measurements({"aggregator": measurements})  # noqa: SLF001
-    assert "dp_clip" in found, measurements
-    return found["dp_clip"]
-
-
-def test_adaptive_clip_follows_the_geometric_rule_to_the_target_quantile(tff) -> None:
-    lr, target, initial = 0.2, 0.5, 0.1
-    config = _dp_config(dp="adaptive", noise_multiplier=0.0, initial_clip=initial,
-                        target_unclipped_quantile=target, adaptive_clip_learning_rate=lr)
-    d = 6
-    process, state = _process(tff, config, tff.TensorType(np.float32, [d]))
-    # All four clients at norm 5 > clip: nothing is unclipped, so each round
-    # the clip grows by exactly exp(lr * target), and the aggregate is the
-    # update clipped to the clip in force before the round.
-    update = np.full(d, 5.0 / math.sqrt(d), np.float32)
-    clip = initial
-    for _ in range(8):
-        output = process.next(state, [update] * 4)
-        state = output.state
-        np.testing.assert_allclose(_flat(output.result), _flat(_clipped([update], clip)),
-                                   rtol=1e-5)
-        new_clip = _clip_of(output.measurements)
-        assert new_clip == pytest.approx(clip * math.exp(lr * target), rel=1e-5)
-        clip = new_clip
-    # Half the clients at norm 1, half at 10: the clip rises until it passes 1,
-    # then the unclipped fraction is the target and it stays put, at the median.
-    mixed = [np.full(d, n / math.sqrt(d), np.float32) for n in (1.0, 1.0, 10.0, 10.0)]
-    clips = []
-    for _ in range(30):
-        output = process.next(state, mixed)
-        state = output.state
-        clips.append(_clip_of(output.measurements))
-    assert all(b > a for a, b in zip(clips, clips[1:], strict=False) if a < 1.0)
-    assert 1.0 <= clips[-1] < 10.0
-    assert clips[-5:] == [clips[-1]] * 5, f"clip did not settle: {clips}"
-
-
-def test_adaptive_noise_and_accounting_with_a_valid_setting(tff) -> None:
-    z, k, initial, d = 0.8, 10, 0.1, DIM
-    config = _dp_config(dp="adaptive", noise_multiplier=z, clients_per_round=k,
-                        initial_clip=initial)
-    process, state = _process(tff, config, tff.TensorType(np.float32, [d]))
-    count_stddev = 0.05 * k  # the default --clipped_count_stddev
-    value_z = (z**-2 - (2 * count_stddev) ** -2) ** -0.5  # 4/3 here, above z
-    unit = np.full(d, 1 / math.sqrt(d), np.float32)
-    clip, clips, scaled_noise = initial, [initial], []
-    for _ in range(CALLS):
-        output = process.next(state, [5.0 * unit] * k)  # all clipped: clip grows
-        state = output.state
-        # Signal: the update clipped to the clip in force; the rest is noise of
-        # std value_z * clip / K, so (result - signal) / clip has std value_z / K.
-        scaled_noise.append((_flat(output.result) - clip * _flat(unit)) / clip)
-        clip = _clip_of(output.measurements)
-        clips.append(clip)
-    _assert_noise(np.stack(scaled_noise), value_z / k,
-                  wrong={"z/K (no inflation for the count noise)": z / k})
-    assert all(b > a for a, b in zip(clips, clips[1:], strict=False)), clips
-    assert clips[-1] > 2 * initial
-    # The round's DP event (value noise + clipped-count noise) composes to a
-    # Gaussian of the configured z: the accountant charges exactly that.
-    event = dpa.DpEvent.from_named_tuple(state.dp_event)
-    orders = list(accounting._ORDERS)  # noqa: SLF001
-    ours, theirs = dpa.rdp.RdpAccountant(orders), dpa.rdp.RdpAccountant(orders)
-    ours.compose(event)
-    theirs.compose(dpa.GaussianDpEvent(z))
-    assert ours.get_epsilon(1e-5) == pytest.approx(theirs.get_epsilon(1e-5), rel=1e-6)
-
-
-def test_adaptive_noise_too_large_for_the_cohort_is_a_usage_error(tff) -> None:
-    # TFF needs z < 2 * clipped_count_stddev (default 0.05 * K = 0.5 at K=10).
-    with pytest.warns(UserWarning, match="significant amount of noise"):  # TFF: 7x
-        chain.build(chain.ChainSettings.of(_dp_config(
-            dp="adaptive", noise_multiplier=0.99, clients_per_round=10)))
-    with pytest.raises(UsageError) as error:
-        chain.build(chain.ChainSettings.of(_dp_config(
-            dp="adaptive", noise_multiplier=1.0, clients_per_round=10)))
-    message = str(error.value)
-    assert "--clipped_count_stddev" in message and "\n" not in message
-    assert "--noise_multiplier=1.0" in message
-    chain.build(chain.ChainSettings.of(_dp_config(
-        dp="adaptive", noise_multiplier=1.0, clients_per_round=10, clipped_count_stddev=0.6)))
-
-
 # ----- tree aggregation (DP-FTRL) --------------------------------------------------------
 def _logistic_specs() -> list:
     """The suite's weight specs of the logistic EMNIST model (784x62 and 62)."""
@@ -416,75 +320,6 @@ def test_tree_noise_follows_the_tree(tff) -> None:
         _assert_noise(total, sigma, wrong={"independent per-round noise":
                                            z * clip / k * math.sqrt(round_num)}
                       if round_num > 1 else {})
-
-
-# ----- client sampling -------------------------------------------------------------------
-def _fold_tails(observed: np.ndarray, expected: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Merges the tail bins with expected counts below 5 into their neighbours."""
-    keep = np.flatnonzero(expected >= 5)
-    low, high = keep[0], keep[-1]
-
-    def fold(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([[a[:low + 1].sum()], a[low + 1:high], [a[high:].sum()]])
-
-    return fold(observed), fold(expected)
-
-
-def test_poisson_inclusion_rate_and_cohort_sizes() -> None:
-    population, k, rounds = 40, 8, 20000
-    q = k / population
-    counts = np.zeros(population)
-    sizes = np.zeros(rounds, dtype=int)
-    for r in range(1, rounds + 1):
-        chosen = sampling.poisson_clients(population, k, 5, r)
-        assert np.all(np.diff(chosen) > 0) and (chosen.size == 0 or
-                                                 0 <= chosen[0] <= chosen[-1] < population)
-        counts[chosen] += 1
-        sizes[r - 1] = chosen.size
-    # Each client's count is Binomial(rounds, q); Bonferroni over the clients.
-    z_scores = (counts - rounds * q) / math.sqrt(rounds * q * (1 - q))
-    assert np.abs(z_scores).max() < stats.norm.isf(ALPHA / 2 / population), counts
-    # Cohort sizes: mean K, and the whole law Binomial(N, q), not a fixed K.
-    mean_sd = math.sqrt(population * q * (1 - q) / rounds)
-    assert abs(sizes.mean() - k) < Z_ALPHA * mean_sd, sizes.mean()
-    expected = rounds * stats.binom.pmf(np.arange(population + 1), population, q)
-    observed = np.bincount(sizes, minlength=population + 1).astype(float)
-    assert stats.chisquare(*_fold_tails(observed, expected)).pvalue > ALPHA
-    assert np.var(sizes) > 0.5 * population * q * (1 - q)
-    # A pure function of (seed, round).
-    np.testing.assert_array_equal(sampling.poisson_clients(population, k, 5, 17),
-                                  sampling.poisson_clients(population, k, 5, 17))
-
-
-@pytest.mark.parametrize("population,k", [(23, 5), (30, 10), (7, 7)])
-def test_cyclic_cohorts_are_disjoint_within_a_pass(population: int, k: int) -> None:
-    per_pass = population // k
-    m = accounting.Mechanism("tree", 1.0, k, population, "cyclic", 1e-5)
-    assert m.rounds_per_pass == per_pass
-    passes = 3
-    rounds = {r: sampling.cyclic_clients(population, k, 9, r)
-              for r in range(1, passes * per_pass + 1)}
-    first_pass = set()
-    for p in range(passes):
-        members = [rounds[p * per_pass + s + 1] for s in range(per_pass)]
-        assert all(c.size == k for c in members)
-        union = set(np.concatenate(members).tolist())
-        assert len(union) == per_pass * k, f"cohorts overlap within pass {p + 1}"
-        first_pass = first_pass or union
-        assert union == first_pass  # the same clients every pass
-    # Each client recurs exactly every per_pass rounds: min_separation
-    # = per_pass - 1 and at most ceil(T / per_pass) participations in T rounds,
-    # as accounting._tree_rdp assumes.
-    seen: dict[int, list[int]] = {}
-    for r, chosen in rounds.items():
-        for c in chosen.tolist():
-            seen.setdefault(c, []).append(r)
-    for c, times in seen.items():
-        assert np.all(np.diff(times) == per_pass), (c, times)
-        for t in range(1, len(rounds) + 1):
-            assert sum(r <= t for r in times) <= math.ceil(t / per_pass)
-    assert len(seen) == per_pass * k  # the N mod K left over never take part
 
 
 # ----- flag validation -------------------------------------------------------------------

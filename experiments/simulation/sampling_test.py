@@ -10,17 +10,24 @@ sampler can get the marginals right and the joint law wrong, e.g. by taking
 a random block of consecutive clients). The statistical checks run on fixed
 seeds, so they are deterministic; their thresholds are loose enough for any
 correct sampler and a control shows they reject a biased one.
+
+The privacy accountant's assumptions are checked here too: Poisson inclusion
+rates match q = K/N per client and cohort sizes follow Binomial(N, q); cyclic
+cohorts are disjoint within a pass and each client recurs exactly every
+N // K rounds (the tree accountant's min_separation and max_participation).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from experiments.privacy import accounting
 from experiments.simulation import sampling
 
 Sampler = Callable[[int, int, int, int], np.ndarray]
@@ -119,3 +126,76 @@ def test_pooled_shuffle_seeds_are_deterministic_and_differ_by_round() -> None:
     assert len(set(pooled)) == 100
     assert pooled == [sampling.pooled_shuffle_seed(0, r) for r in range(1, 101)]
     assert sampling.pooled_shuffle_seed(1, 1) != pooled[0]
+
+
+# ----- the accountant's sampling assumptions ---------------------------------------------
+ALPHA = 1e-6  # false-alarm probability of each statistical check below
+Z_ALPHA = float(stats.norm.isf(ALPHA / 2))
+
+
+def _fold_tails(observed: np.ndarray, expected: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Merges the tail bins with expected counts below 5 into their neighbours."""
+    keep = np.flatnonzero(expected >= 5)
+    low, high = keep[0], keep[-1]
+
+    def fold(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([[a[:low + 1].sum()], a[low + 1:high], [a[high:].sum()]])
+
+    return fold(observed), fold(expected)
+
+
+def test_poisson_inclusion_rate_and_cohort_sizes() -> None:
+    population, k, rounds = 40, 8, 20000
+    q = k / population
+    counts = np.zeros(population)
+    sizes = np.zeros(rounds, dtype=int)
+    for r in range(1, rounds + 1):
+        chosen = sampling.poisson_clients(population, k, 5, r)
+        assert np.all(np.diff(chosen) > 0) and (chosen.size == 0 or
+                                                 0 <= chosen[0] <= chosen[-1] < population)
+        counts[chosen] += 1
+        sizes[r - 1] = chosen.size
+    # Each client's count is Binomial(rounds, q); Bonferroni over the clients.
+    z_scores = (counts - rounds * q) / math.sqrt(rounds * q * (1 - q))
+    assert np.abs(z_scores).max() < stats.norm.isf(ALPHA / 2 / population), counts
+    # Cohort sizes: mean K, and the whole law Binomial(N, q), not a fixed K.
+    mean_sd = math.sqrt(population * q * (1 - q) / rounds)
+    assert abs(sizes.mean() - k) < Z_ALPHA * mean_sd, sizes.mean()
+    expected = rounds * stats.binom.pmf(np.arange(population + 1), population, q)
+    observed = np.bincount(sizes, minlength=population + 1).astype(float)
+    assert stats.chisquare(*_fold_tails(observed, expected)).pvalue > ALPHA
+    assert np.var(sizes) > 0.5 * population * q * (1 - q)
+    # A pure function of (seed, round).
+    np.testing.assert_array_equal(sampling.poisson_clients(population, k, 5, 17),
+                                  sampling.poisson_clients(population, k, 5, 17))
+
+
+@pytest.mark.parametrize("population,k", [(23, 5), (30, 10), (7, 7)])
+def test_cyclic_cohorts_are_disjoint_within_a_pass(population: int, k: int) -> None:
+    per_pass = population // k
+    m = accounting.Mechanism("tree", 1.0, k, population, "cyclic", 1e-5)
+    assert m.rounds_per_pass == per_pass
+    passes = 3
+    rounds = {r: sampling.cyclic_clients(population, k, 9, r)
+              for r in range(1, passes * per_pass + 1)}
+    first_pass = set()
+    for p in range(passes):
+        members = [rounds[p * per_pass + s + 1] for s in range(per_pass)]
+        assert all(c.size == k for c in members)
+        union = set(np.concatenate(members).tolist())
+        assert len(union) == per_pass * k, f"cohorts overlap within pass {p + 1}"
+        first_pass = first_pass or union
+        assert union == first_pass  # the same clients every pass
+    # Each client recurs exactly every per_pass rounds: min_separation
+    # = per_pass - 1 and at most ceil(T / per_pass) participations in T rounds,
+    # as accounting._tree_rdp assumes.
+    seen: dict[int, list[int]] = {}
+    for r, chosen in rounds.items():
+        for c in chosen.tolist():
+            seen.setdefault(c, []).append(r)
+    for c, times in seen.items():
+        assert np.all(np.diff(times) == per_pass), (c, times)
+        for t in range(1, len(rounds) + 1):
+            assert sum(r <= t for r in times) <= math.ceil(t / per_pass)
+    assert len(seen) == per_pass * k  # the N mod K left over never take part
