@@ -169,7 +169,7 @@ def _validate_dp(config: ExperimentConfig) -> None:
 
 def _validate_distributed(config: ExperimentConfig) -> None:
     """--dp=distributed: discrete noise shares summed by a secure aggregator."""
-    own = ("num_bits", "beta", "k_stddevs", "rotation_type")
+    own = ("num_bits", "beta", "k_stddevs", "rotation_type", "distributed_noise")
     if config.dp != "distributed":
         for name in own:
             _require(getattr(config, name) == getattr(type(config), name),

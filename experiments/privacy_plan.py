@@ -17,7 +17,7 @@ from absl import flags
 from experiments.core import binary, errors, stops
 from experiments.privacy import accounting
 from experiments.privacy.discrete_gaussian import Encoding, encoding_of
-from experiments.privacy.settings import ROTATION_TYPES, DpSettings
+from experiments.privacy.settings import DISTRIBUTED_NOISES, ROTATION_TYPES, DpSettings
 
 flags.DEFINE_float("noise_multiplier", None, "Gaussian noise std / clip.")
 flags.DEFINE_float("target_epsilon", None, "Find the smallest noise multiplier reaching this.")
@@ -35,6 +35,8 @@ flags.DEFINE_float("beta", DpSettings.beta, "distributed: conditional rounding b
 flags.DEFINE_float("k_stddevs", DpSettings.k_stddevs, "distributed: stddevs fitted.")
 flags.DEFINE_enum("rotation_type", DpSettings.rotation_type, ROTATION_TYPES,
                   "distributed: rotation.")
+flags.DEFINE_enum("distributed_noise", DpSettings.distributed_noise, DISTRIBUTED_NOISES,
+                  "distributed: the clients' integer noise (dgauss or skellam).")
 flags.DEFINE_integer("bands", DpSettings.bands, "banded_mf: band width of the strategy.")
 FLAGS = flags.FLAGS
 
@@ -56,7 +58,8 @@ def _encoding() -> Encoding:
             f"clients per round")
     dp = DpSettings(dp="distributed", noise_multiplier=FLAGS.noise_multiplier or 0.0,
                     clip=FLAGS.clip, num_bits=FLAGS.num_bits, beta=FLAGS.beta,
-                    k_stddevs=FLAGS.k_stddevs, rotation_type=FLAGS.rotation_type)
+                    k_stddevs=FLAGS.k_stddevs, rotation_type=FLAGS.rotation_type,
+                    distributed_noise=FLAGS.distributed_noise)
     return encoding_of(dp, FLAGS.clients_per_round, FLAGS.dimension)
 
 

@@ -119,8 +119,9 @@ def _compressed(settings: ChainSettings):
 
 def _distributed(dp: DpSettings, aggregator: str, clients_per_round: int):
     """--dp=distributed through TFF's DistributedDpSumFactory under --aggregator=tff_secure
-    (its discrete Gaussian, the same encoding as experiments.privacy.discrete_gaussian:
-    k_stddevs is passed as TFF's modular clipping probability erfc(k / sqrt 2)). Under
+    (its discrete Gaussian or Skellam, the same encoding as experiments.privacy.
+    discrete_gaussian: k_stddevs is passed as TFF's modular clipping probability
+    erfc(k / sqrt 2)). Under
     --aggregator=secure_sum the mean is ours (experiments.algorithms.split_round)."""
     if aggregator == "secure_sum":
         return None
@@ -132,7 +133,8 @@ def _distributed(dp: DpSettings, aggregator: str, clients_per_round: int):
         noise_multiplier=float(dp.noise_multiplier),
         expected_clients_per_round=clients_per_round, bits=int(dp.num_bits),
         l2_clip=float(dp.clip), modclip_prob=math.erfc(dp.k_stddevs / math.sqrt(2)),
-        beta=float(dp.beta), mechanism="distributed_dgauss", rotation_type=dp.rotation_type)
+        beta=float(dp.beta), mechanism=f"distributed_{dp.distributed_noise}",
+        rotation_type=dp.rotation_type)
     return tff.aggregators.UnweightedMeanFactory(  # the count is securely summed too
         value_sum_factory=summed, count_sum_factory=tff.aggregators.SecureSumFactory(
             upper_bound_threshold=1, lower_bound_threshold=0))

@@ -1,4 +1,4 @@
-"""The distributed discrete Gaussian mechanism (Kairouz, Liu, Steinke 2021) in numpy.
+"""The distributed discrete Gaussian (Kairouz, Liu, Steinke 2021) and Skellam mechanisms.
 
 Each client turns its update into integers before the secure sum and adds its
 own share of the noise, so the server only ever sees the noisy sum:
@@ -13,9 +13,12 @@ own share of the noise, so the server only ever sees the noisy sum:
    stochastically to an integer; with beta > 0 the rounding is repeated until
    the rounded vector's norm is within the bound of the paper's Proposition 22
    (conditional randomized rounding), so the integer sensitivity is known;
-4. add discrete Gaussian noise N_Z(0, (s sigma_local)^2) per coordinate, where
-   sigma_local = noise_multiplier c / sqrt(n): n shares sum to central DP's
-   noise std noise_multiplier c;
+4. add integer noise of variance (s sigma_local)^2 per coordinate, where
+   sigma_local = noise_multiplier c / sqrt(n), so n shares sum to central DP's
+   noise std noise_multiplier c: the discrete Gaussian N_Z(0, (s sigma_local)^2),
+   or (`noise="skellam"`, Agarwal, Kairouz, Liu 2021) the Skellam distribution,
+   the difference of two Poisson((s sigma_local)^2 / 2) draws, whose shares sum
+   to a Skellam exactly (the discrete Gaussian's only nearly);
 5. reduce mod 2^b for the secure sum, which adds mod 2^b. The server maps the
    sum to [-2^(b-1), 2^(b-1)), divides by s and rotates back.
 
@@ -95,6 +98,7 @@ class Encoding:
     k_stddevs: float
     rotation: str
     dimension: int
+    noise: str = "dgauss"  # or "skellam"
 
     @property
     def padded(self) -> int:
@@ -114,7 +118,7 @@ class Encoding:
 
     @property
     def scaled_stddev(self) -> float:
-        """Each client's discrete Gaussian std, in integer steps."""
+        """Each client's noise std, in integer steps."""
         return self.local_stddev * self.scale
 
     @property
@@ -135,7 +139,8 @@ def encoding_of(dp: DpSettings, clients: int, dimension: int) -> Encoding:
     a model of `dimension` trainable parameters."""
     return Encoding(clip=dp.clip, noise_multiplier=dp.noise_multiplier, clients=clients,
                     bits=dp.num_bits, beta=dp.beta, k_stddevs=dp.k_stddevs,
-                    rotation=dp.rotation_type, dimension=dimension)
+                    rotation=dp.rotation_type, dimension=dimension,
+                    noise=dp.distributed_noise)
 
 
 # ----- the random pieces -----------------------------------------------------------------
@@ -161,6 +166,21 @@ def sample(rng: np.random.Generator, sigma: float, size: int) -> np.ndarray:
         out[todo[keep]] = y[keep]
         todo = todo[~keep]
     return out
+
+
+def sample_skellam(rng: np.random.Generator, sigma: float, size: int) -> np.ndarray:
+    """`size` draws of the symmetric Skellam distribution of variance sigma^2 (int64):
+    the difference of two Poisson(sigma^2 / 2) draws."""
+    if sigma == 0:
+        return np.zeros(size, np.int64)
+    lam = sigma ** 2 / 2
+    return rng.poisson(lam, size).astype(np.int64) - rng.poisson(lam, size)
+
+
+def sample_noise(rng: np.random.Generator, encoding: Encoding) -> np.ndarray:
+    """One client's noise share for the encoding's padded vector."""
+    draw = sample_skellam if encoding.noise == "skellam" else sample
+    return draw(rng, encoding.scaled_stddev, encoding.padded)
 
 
 def signs(seed: tuple[int, ...], padded: int) -> np.ndarray:
@@ -241,7 +261,7 @@ def encode(update: np.ndarray, encoding: Encoding, diagonal: np.ndarray,
     padded[:x.size] = x
     scaled = rotate(padded, diagonal, encoding.rotation) * encoding.scale
     integers = round_conditionally(scaled, encoding.beta, encoding.norm_bound, rng)
-    noisy = integers + sample(rng, encoding.scaled_stddev, encoding.padded)
+    noisy = integers + sample_noise(rng, encoding)
     return wrap(noisy, encoding.bits), noisy
 
 

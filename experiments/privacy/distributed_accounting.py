@@ -1,4 +1,4 @@
-"""Privacy of the distributed discrete Gaussian over a secure sum, via RDP.
+"""Privacy of the distributed discrete Gaussian and Skellam over a secure sum, via RDP.
 
 One round (experiments.privacy.discrete_gaussian): m clients' rounded,
 integer vectors, each of L2 norm <= B2 and L1 norm <= B1 = B2 min(sqrt(d'), B2)
@@ -15,9 +15,16 @@ tau = 10 sum_{k=1}^{m-1} exp(-2 pi^2 sigma^2 k / (k + 1))):
                   a/2 (l2 + tau sqrt(d'))^2 ),   l2 = Delta2 / (sqrt(m) sigma),
                                                 l1 = Delta1 / (sqrt(m) sigma),
 
-valid for sigma >= 1/2. Rounding enters through B2 (its inflation of the
-clip), the noise actually added through m, the clients whose shares reach
-the sum (dropped clients' shares are lost). Amplification by the cohort
+valid for sigma >= 1/2. Skellam shares (Agarwal, Kairouz, Liu 2021) sum to a
+Skellam of variance mu = m sigma^2 exactly, and its RDP (their Theorem 3.5,
+for integer vectors; any mu > 0) is
+
+    eps(a) = a Delta2^2 / (2 mu)
+             + min( ((2a - 1) Delta2^2 + 6 Delta1) / (4 mu^2), 3 Delta1 / (2 mu) ),
+
+the Gaussian's plus a term that vanishes as mu grows. Rounding enters through
+B2 (its inflation of the clip), the noise actually added through m, the
+clients whose shares reach the sum (dropped clients' shares are lost). Amplification by the cohort
 being a uniform sample of m of the n eligible clients uses the general bound
 for subsampling without replacement (Wang, Balle, Kasiviswanathan 2019,
 Theorem 9), which holds for any base mechanism, at integer orders; dp-
@@ -62,6 +69,14 @@ def base_rdp(alpha: float, l2: float, l1: float, inflation: float, dimension: in
                alpha / 2 * (l2 + inflation * math.sqrt(dimension)) ** 2)
 
 
+def skellam_rdp(alpha: float, delta2: float, delta1: float, variance: float) -> float:
+    """Agarwal et al.'s RDP at order `alpha` of the Skellam mechanism of total variance
+    `variance` for integer inputs of L2 and L1 sensitivity `delta2` and `delta1`."""
+    return (alpha * delta2 ** 2 / (2 * variance)
+            + min(((2 * alpha - 1) * delta2 ** 2 + 6 * delta1) / (4 * variance ** 2),
+                  3 * delta1 / (2 * variance)))
+
+
 def subsampled_rdp(eps, alpha: int, gamma: float) -> float:
     """RDP at integer order `alpha` of a mechanism with RDP `eps` run on a uniform
     subset of a fraction `gamma` of the population (WBK19, Theorem 9; replace-one)."""
@@ -79,8 +94,9 @@ def subsampled_rdp(eps, alpha: int, gamma: float) -> float:
 
 
 def check(encoding: Encoding) -> None:
-    """Raises ValueError where Proposition 14 does not apply (noise share < 1/2 step)."""
-    if 0 < encoding.scaled_stddev < MIN_STDDEV:
+    """Raises ValueError where Proposition 14 does not apply (a discrete Gaussian noise
+    share below 1/2 step; Skellam's bound holds at any variance)."""
+    if encoding.noise == "dgauss" and 0 < encoding.scaled_stddev < MIN_STDDEV:
         raise ValueError(
             f"each client's discrete noise has std {encoding.scaled_stddev:.3g} integer "
             f"steps, below the {MIN_STDDEV} the accounting needs")
@@ -97,13 +113,18 @@ def round_rdp(encoding: Encoding, eligible: int, shares: int) -> tuple[float, ..
     check(encoding)
     sigma = encoding.scaled_stddev
     bound = encoding.norm_bound
-    total = math.sqrt(shares) * sigma
-    l2 = 2 * bound / total
-    l1 = 2 * bound * min(math.sqrt(encoding.padded), bound) / total
-    inflation = tau(sigma, shares)
+    delta2 = 2 * bound  # replace-one
+    delta1 = 2 * bound * min(math.sqrt(encoding.padded), bound)  # integers: L1 <= L2^2
+    total = math.sqrt(shares) * sigma  # the std of the noise in the sum
+    if encoding.noise == "skellam":
+        def eps(alpha: float) -> float:
+            return skellam_rdp(alpha, delta2, delta1, total ** 2)
+    else:
+        inflation = tau(sigma, shares)
 
-    def eps(alpha: float) -> float:
-        return base_rdp(alpha, l2, l1, inflation, encoding.padded)
+        def eps(alpha: float) -> float:
+            return base_rdp(alpha, delta2 / total, delta1 / total, inflation,
+                            encoding.padded)
 
     gamma = shares / eligible
     return tuple(min(subsampled_rdp(eps, a, gamma), eps(a)) for a in ORDERS)

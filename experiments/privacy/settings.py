@@ -9,6 +9,7 @@ from experiments.core.settings import setting
 
 DP_MECHANISMS = ("none", "fixed", "adaptive", "tree", "banded_mf", "local", "distributed")
 ROTATION_TYPES = ("hd", "dft")
+DISTRIBUTED_NOISES = ("dgauss", "skellam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +19,7 @@ class DpSettings:
     dp: str = setting("none", "DP mechanism: fixed clip (McMahan et al. 2018), adaptive "
                       "clip (Andrew et al. 2021), tree (DP-FTRL), banded_mf (DP-FTRL with a "
                       "banded matrix factorisation), local, distributed "
-                      "(discrete Gaussian shares over a secure sum, Kairouz et al. 2021).",
+                      "(discrete Gaussian or Skellam shares over a secure sum).",
                       DP_MECHANISMS)
     noise_multiplier: float = setting(0.0, "Gaussian noise std as a multiple of the clip.")
     clip: float = setting(1.0, "L2 clip of each client update (fixed, tree, local).")
@@ -49,6 +50,10 @@ class DpSettings:
                                "that the scaling fits into --num_bits.")
     rotation_type: str = setting("hd", "distributed: random rotation before rounding "
                                  "(hd: Walsh-Hadamard, dft: Fourier).", ROTATION_TYPES)
+    distributed_noise: str = setting(
+        "dgauss", "distributed: each client's integer noise share (dgauss: discrete "
+        "Gaussian, Kairouz et al. 2021; skellam: Skellam, Agarwal et al. 2021).",
+        DISTRIBUTED_NOISES)
     simulated_population: int = setting(
         0, "The population the accountant assumes (0: the real training clients): "
         "epsilon is then that of a deployment sampling --noise_cohort_size of this many "
